@@ -1,0 +1,1 @@
+"""stainfree: stain-free live/dead classification."""

@@ -1,0 +1,72 @@
+"""Reading microscopy images (PNG, JPG, 8/16-bit TIFF, grey or RGB) with errors a user can act on."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """An image file could not be read; the message names the file and what to do."""
+
+
+def read_image(path: str | os.PathLike, grey: bool = True) -> np.ndarray:
+    """Read ``path`` keeping its bit depth (uint8 or uint16); RGB(A) is averaged to grey if ``grey``.
+
+    Transmitted-light images are often saved as RGB with identical channels; averaging keeps
+    the information either way.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file; check the path or the manifest that lists it")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageReadError(
+            f"{path}: unsupported image type '{path.suffix}'; convert it to PNG, JPG or TIFF"
+        )
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None and path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            import tifffile
+
+            image = tifffile.imread(str(path))
+        except Exception:  # noqa: BLE001 - any failure means the same thing to the user
+            image = None
+    if image is None or image.size == 0:
+        raise ImageReadError(
+            f"{path}: the file is empty, truncated or not an image; re-export it or remove it"
+        )
+    if image.dtype not in (np.uint8, np.uint16):
+        if np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer):
+            image = _to_uint16(image)
+        else:
+            raise ImageReadError(f"{path}: pixel type {image.dtype} is not supported; save as 8/16-bit")
+    if image.ndim == 3:
+        if image.shape[2] == 4:
+            image = image[:, :, :3]
+        if grey:
+            image = image.mean(axis=2).round().astype(image.dtype)
+    elif image.ndim != 2:
+        raise ImageReadError(f"{path}: expected a 2-D image, got shape {image.shape}; save one plane per file")
+    return np.ascontiguousarray(image)
+
+
+def _to_uint16(image: np.ndarray) -> np.ndarray:
+    """Map any other numeric image linearly onto the uint16 range (used for float/int32 TIFFs)."""
+    image = image.astype(np.float64)
+    lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
+    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
+    return ((image - lo) * scale).round().astype(np.uint16)
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """All image files under ``folder`` (recursive, sorted) so runs are reproducible."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: folder not found; check the path you passed")
+    if folder.is_file():
+        return [folder]
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,76 @@
+"""Atomic file and folder writes: nothing a user made is half-written or overwritten by accident.
+
+Every artefact is written to a temporary sibling first and then renamed into place, so an
+interrupted run never leaves a truncated CSV/PNG/cache behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temp path next to ``target``; rename it onto ``target`` if the block succeeds.
+
+    The temp name keeps the target's suffix so writers that infer the format from the
+    extension (matplotlib, cv2, pandas) still work.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite and target.exists():
+        raise FileExistsError(f"{target} already exists; refusing to overwrite it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(target: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
+    """Write ``text`` to ``target`` atomically and return the path."""
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        tmp.write_text(text)
+    return Path(target)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp folder next to ``target``; rename it to ``target`` when the block succeeds.
+
+    Used for caches: a half-built cache is never mistaken for a finished one. If another
+    process finished the same folder first, its result is kept and ours is discarded.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def unique_path(target: str | os.PathLike) -> Path:
+    """Return ``target`` if free, else ``name_1.ext``, ``name_2.ext``...: never clobber earlier output."""
+    target = Path(target)
+    if not target.exists():
+        return target
+    for i in range(1, 100000):
+        candidate = target.with_name(f"{target.stem}_{i}{target.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(f"no free name next to {target}")
