@@ -1,0 +1,66 @@
+"""Heatmap overlay: where in the field of view the model sees dead cells.
+
+Overlapping windows are averaged per pixel, so the map is as smooth as the stride allows;
+pixels covered only by empty (filtered) patches are greyed out, so "no call" never looks
+like "live".
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stainfree.utils.atomic import atomic_path
+
+
+def _colormap_lut(name: str = "RdYlGn_r") -> np.ndarray:
+    """256x3 uint8 BGR lookup table from a matplotlib colormap (green = live, red = dead)."""
+    from matplotlib import colormaps
+
+    rgb = (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    return rgb[:, ::-1].copy()
+
+
+def heatmap_overlay(frame8: np.ndarray, boxes: np.ndarray, p_dead: np.ndarray, empty: np.ndarray,
+                    alpha: float = 0.45) -> np.ndarray:
+    """BGR uint8 image: ``frame8`` (grey uint8 HxW) blended with mean p(dead) per pixel.
+
+    ``boxes`` is [N, 4] (y, x, h, w) in frame pixels; ``p_dead`` [N] (NaN for empty patches);
+    ``empty`` [N] bool.
+    """
+    if frame8.dtype != np.uint8 or frame8.ndim != 2:
+        raise ValueError(f"heatmap_overlay needs a 2-D uint8 frame, got {frame8.dtype} {frame8.shape}")
+    h, w = frame8.shape
+    total = np.zeros((h, w), np.float32)
+    count = np.zeros((h, w), np.float32)
+    covered_empty = np.zeros((h, w), bool)
+    for (y, x, bh, bw), p, e in zip(boxes.astype(int), p_dead, empty):
+        if e:
+            covered_empty[y:y + bh, x:x + bw] = True
+        else:
+            total[y:y + bh, x:x + bw] += p
+            count[y:y + bh, x:x + bw] += 1
+    base = cv2.cvtColor(frame8, cv2.COLOR_GRAY2BGR)
+    out = base.copy()
+    scored = count > 0
+    if scored.any():
+        mean = np.divide(total, count, out=np.zeros_like(total), where=scored)
+        colour = _colormap_lut()[np.clip(mean * 255, 0, 255).astype(np.uint8)]
+        blend = cv2.addWeighted(base, 1 - alpha, colour, alpha, 0)
+        out[scored] = blend[scored]
+    grey_only = covered_empty & ~scored
+    if grey_only.any():
+        grey = cv2.addWeighted(base, 0.5, np.full_like(base, 128), 0.5, 0)
+        out[grey_only] = grey[grey_only]
+    return out
+
+
+def save_overlay(path: str | os.PathLike, image_bgr: np.ndarray) -> Path:
+    """Write a PNG atomically (never a half-written file if the run is killed)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image_bgr):
+            raise OSError(f"{path}: could not write the overlay PNG; check free disk space and permissions")
+    return path
