@@ -1,0 +1,73 @@
+"""Atomic writes never leave partial files; offline environment never prompts or downloads."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from stainfree.utils.atomic import atomic_dir, atomic_path, atomic_write_text, unique_path
+from stainfree.utils.env import configure_offline_environment, wandb_has_credentials
+
+
+def test_atomic_path_keeps_old_file_when_writer_fails(tmp_path: Path) -> None:
+    target = tmp_path / "table.csv"
+    target.write_text("precious")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_atomic_write_refuses_overwrite_when_asked(tmp_path: Path) -> None:
+    target = atomic_write_text(tmp_path / "a.txt", "one")
+    with pytest.raises(FileExistsError, match="a.txt"):
+        atomic_write_text(target, "two", overwrite=False)
+    assert target.read_text() == "one"
+
+
+def test_atomic_dir_is_all_or_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "cache"
+    with pytest.raises(ValueError):
+        with atomic_dir(target) as tmp:
+            (tmp / "x.npy").write_bytes(b"1")
+            raise ValueError
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_dir(target) as tmp:
+        (tmp / "x.npy").write_bytes(b"1")
+    assert (target / "x.npy").read_bytes() == b"1"
+
+
+def test_unique_path_never_clobbers(tmp_path: Path) -> None:
+    first = tmp_path / "report.png"
+    assert unique_path(first) == first
+    first.write_text("x")
+    second = unique_path(first)
+    assert second.name == "report_1.png"
+    second.write_text("y")
+    assert unique_path(first).name == "report_2.png"
+
+
+def test_offline_environment_without_wandb_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "HF_HUB_OFFLINE", "NO_ALBUMENTATIONS_UPDATE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "missing-netrc"))
+    assert not wandb_has_credentials()
+    configure_offline_environment()
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert os.environ["NO_ALBUMENTATIONS_UPDATE"] == "1"
+
+
+def test_wandb_key_keeps_online_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    netrc_file = tmp_path / "netrc"
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    assert wandb_has_credentials()
+    configure_offline_environment()
+    assert "WANDB_MODE" not in os.environ
