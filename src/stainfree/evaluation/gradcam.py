@@ -103,7 +103,7 @@ def gradcam(
     low = cam.flatten(1).min(dim=1).values[:, None, None]
     span = peak - low
     # Min-max per image; a flat positive map (e.g. a 1x1 feature grid) means "everywhere alike".
-    flat = span <= 1e-12 * peak.abs().clamp_min(1.0)
+    flat = span <= 1e-4 * peak.abs().clamp_min(1e-12)  # float noise on a flat map is not signal
     scaled = (cam - low) / span.clamp_min(1e-30)
     maps = torch.where(flat, (peak > 0).float().expand_as(cam), scaled)
     return maps.clamp(0.0, 1.0).detach().cpu(), logits.detach().cpu()
