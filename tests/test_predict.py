@@ -20,8 +20,8 @@ from stainfree.inference.predictor import PredictError, predict
 from stainfree.models.classifier import LiveDeadClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID_PREPROCESS = {"n_tiles": 4, "grid": [2, 2], "input_size": 32, "resize": "squish",
-                   "to_8bit": {"low_pct": 0.5, "high_pct": 99.5}}
+GRID_PREPROCESS = {"study": "celldeath", "window": None, "n_tiles": 4, "grid": [2, 2], "input_size": 32,
+                   "resize": "squish", "to_8bit": {"low_pct": 0.5, "high_pct": 99.5}}
 
 
 def make_checkpoint(path: Path, preprocess: dict, class_names=("live", "dead"), size: int = 32) -> Path:

@@ -35,9 +35,9 @@ Tiler = Callable[[np.ndarray], Tiles]
 
 def build_tiler(preprocess: dict[str, Any]) -> Tiler:
     """Pick the tiler for a checkpoint's ``preprocess`` dict; a clear error for unknown layouts."""
-    if "n_tiles" in preprocess:
+    if preprocess.get("study") == "celldeath" or preprocess.get("n_tiles"):
         return GridTiler(preprocess)
-    if "window" in preprocess:
+    if preprocess.get("window"):
         return WindowTiler(preprocess)
     raise ValueError(
         f"checkpoint preprocess settings {sorted(preprocess)} name neither 'n_tiles' (celldeath grid) nor "
@@ -65,3 +65,44 @@ class GridTiler:
                             for _, _, y0, y1, x0, x1 in boxes])
         yxhw = np.array([(y0, x0, y1 - y0, x1 - x0) for _, _, y0, y1, x0, x1 in boxes], dtype=np.int64)
         return Tiles(frame8=frame8, boxes=yxhw, patches=patches, empty=np.zeros(len(boxes), bool))
+
+
+class WindowTiler:
+    """JIMT-1: 16->8-bit conversion, sliding windows, empty filter, resize to the model input."""
+
+    def __init__(self, preprocess: dict[str, Any]) -> None:
+        from stainfree.data.jimt import bitdepth, empty_filter
+
+        self.window = int(preprocess["window"])
+        self.stride = int(preprocess.get("stride", self.window))
+        self.input_size = int(preprocess.get("input_size", self.window))
+        self.to8 = bitdepth.check_config(dict(preprocess.get("bf_to8bit") or {}))
+        self.empty_cfg = dict(preprocess.get("empty_filter") or {"method": "none"})
+        method = self.empty_cfg.get("method", "none")
+        if method not in empty_filter.METHODS:
+            raise ValueError(f"checkpoint empty_filter.method={method!r} is not one of {empty_filter.METHODS}")
+        self.svm = _load_svm(self.empty_cfg) if method == "svm" else None
+
+    def __call__(self, image: np.ndarray) -> Tiles:
+        import cv2
+
+        from stainfree.data.jimt import bitdepth
+        from stainfree.data.jimt.tiling import window_origins, window_stds
+
+        frame8, _ = bitdepth.to_uint8(image, self.to8)
+        origins = window_origins(*frame8.shape, self.window, self.stride)
+        w = self.window
+        crops = [frame8[y:y + w, x:x + w] for y, x in origins]
+        method = self.empty_cfg.get("method", "none")
+        if method == "variance":
+            empty = window_stds(frame8, origins, w) < float(self.empty_cfg["threshold"])
+        elif method == "svm":
+            empty = self.svm(np.stack(crops))
+        else:
+            empty = np.zeros(len(origins), bool)
+        if self.input_size != w:
+            interp = cv2.INTER_AREA if self.input_size < w else cv2.INTER_LINEAR
+            crops = [cv2.resize(c, (self.input_size, self.input_size), interpolation=interp) for c in crops]
+        patches = np.stack(crops) if crops else np.zeros((0, self.input_size, self.input_size), np.uint8)
+        boxes = np.column_stack([origins, np.full((len(origins), 2), w, np.int64)])
+        return Tiles(frame8=frame8, boxes=boxes, patches=np.ascontiguousarray(patches), empty=np.asarray(empty, bool))
