@@ -68,36 +68,42 @@ class GridTiler:
 
 
 class WindowTiler:
-    """JIMT-1: 16->8-bit conversion, sliding windows, empty filter, resize to the model input."""
+    """JIMT-1: 16->8-bit conversion, sliding windows, empty filter, resize to the model input.
+
+    The empty filter uses the statistic the training cache used (``contrast`` of the raw frame or
+    ``bf8_std`` of the 8-bit one) or the SVM saved with the cache (``svm_path``).
+    """
 
     def __init__(self, preprocess: dict[str, Any]) -> None:
         from stainfree.data.jimt import bitdepth, empty_filter
 
         self.window = int(preprocess["window"])
-        self.stride = int(preprocess.get("stride", self.window))
-        self.input_size = int(preprocess.get("input_size", self.window))
+        self.stride = int(preprocess.get("stride") or self.window)
+        self.input_size = int(preprocess.get("input_size") or self.window)
         self.to8 = bitdepth.check_config(dict(preprocess.get("bf_to8bit") or {}))
-        self.empty_cfg = dict(preprocess.get("empty_filter") or {"method": "none"})
-        method = self.empty_cfg.get("method", "none")
-        if method not in empty_filter.METHODS:
-            raise ValueError(f"checkpoint empty_filter.method={method!r} is not one of {empty_filter.METHODS}")
-        self.svm = _load_svm(self.empty_cfg) if method == "svm" else None
+        raw_filter = dict(preprocess.get("empty_filter") or {"method": "none"})
+        svm_path = raw_filter.pop("svm_path", None) or preprocess.get("svm_path")
+        self.empty_cfg = empty_filter.check_config(raw_filter) if raw_filter.get("method") != "svm" else raw_filter
+        self.svm = None
+        if self.empty_cfg["method"] == "svm":
+            self.svm = _SvmEmptyFilter(self.empty_cfg, svm_path)
 
     def __call__(self, image: np.ndarray) -> Tiles:
         import cv2
 
-        from stainfree.data.jimt import bitdepth
+        from stainfree.data.jimt import bitdepth, empty_filter
         from stainfree.data.jimt.tiling import window_origins, window_stds
 
         frame8, _ = bitdepth.to_uint8(image, self.to8)
         origins = window_origins(*frame8.shape, self.window, self.stride)
         w = self.window
         crops = [frame8[y:y + w, x:x + w] for y, x in origins]
-        method = self.empty_cfg.get("method", "none")
+        method = self.empty_cfg["method"]
         if method == "variance":
-            empty = window_stds(frame8, origins, w) < float(self.empty_cfg["threshold"])
+            source = frame8 if self.empty_cfg["statistic"] == "bf8_std" else empty_filter.contrast_image(image)
+            empty = window_stds(source, origins, w) < float(self.empty_cfg["threshold"])
         elif method == "svm":
-            empty = self.svm(np.stack(crops))
+            empty = self.svm(crops)
         else:
             empty = np.zeros(len(origins), bool)
         if self.input_size != w:
@@ -105,4 +111,35 @@ class WindowTiler:
             crops = [cv2.resize(c, (self.input_size, self.input_size), interpolation=interp) for c in crops]
         patches = np.stack(crops) if crops else np.zeros((0, self.input_size, self.input_size), np.uint8)
         boxes = np.column_stack([origins, np.full((len(origins), 2), w, np.int64)])
-        return Tiles(frame8=frame8, boxes=boxes, patches=np.ascontiguousarray(patches), empty=np.asarray(empty, bool))
+        return Tiles(frame8=frame8, boxes=boxes, patches=np.ascontiguousarray(patches),
+                     empty=np.asarray(empty, bool))
+
+
+class _SvmEmptyFilter:
+    """The paper's empty filter at predict time: the cache's fitted SVM on frozen CNN features."""
+
+    def __init__(self, cfg: dict[str, Any], svm_path: str | None) -> None:
+        from pathlib import Path
+
+        if not svm_path or not Path(svm_path).is_file():
+            raise FileNotFoundError(
+                f"the checkpoint's empty filter is an SVM but its file ({svm_path or 'no svm_path recorded'}) "
+                "is missing; copy the training cache's svm.joblib there or retrain with empty_filter.method=variance"
+            )
+        import joblib
+
+        from stainfree.data.jimt import empty_filter
+
+        self.cfg = cfg
+        self.model = joblib.load(svm_path)
+        self.net = empty_filter.build_feature_backbone(cfg)
+
+    def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
+        from stainfree.data.jimt import empty_filter
+
+        if not crops:
+            return np.zeros(0, bool)
+        feats = empty_filter.extract_features(
+            self.net, empty_filter.batched(lambda i: crops[i], len(crops), int(self.cfg.get("batch_size", 64))),
+            int(self.cfg.get("feature_size", 224)))
+        return self.model.predict(feats) == 1
