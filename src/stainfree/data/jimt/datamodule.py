@@ -77,11 +77,14 @@ class JimtDataModule(pl.LightningDataModule):
     # ---- one-off work -------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Generate the synthetic set if configured and missing, then build/reuse the patch cache."""
-        if not self.manifest.is_file() and self.synthetic:
-            from stainfree.data.jimt.synthetic import generate_dataset
+        if self.synthetic:
+            from stainfree.data.jimt.synthetic import check_existing, generate_dataset
 
-            print(f"{self.manifest} not found: generating the synthetic JIMT-1 set {self.synthetic}")
-            generate_dataset(self.manifest.parent, **self.synthetic)
+            if self.manifest.is_file():
+                check_existing(self.manifest.parent, **self.synthetic)
+            else:
+                print(f"{self.manifest} not found: generating the synthetic JIMT-1 set {self.synthetic}")
+                generate_dataset(self.manifest.parent, **self.synthetic)
         self._prepared = preprocess.prepare(self.manifest, self.cache_dir, self.prep_cfg)
 
     def setup(self, stage: str | None = None) -> None:

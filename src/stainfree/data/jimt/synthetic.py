@@ -12,6 +12,7 @@ Each cell is rendered inside its own bounding box with numpy array ops (no per-p
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ FRAME_SHAPE = (1024, 1344)  # rows x cols of a 1344x1024 camera frame
 DATASETS = ("notreat", "doxo")
 _DATASET_CODE = {"notreat": 0, "doxo": 1}
 EXAMPLE_WINDOW = 224
+GENERATOR_FILE = "generator.json"  # the arguments a folder was generated with
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,25 @@ def _example_candidates(frame: SyntheticFrame) -> tuple[list[np.ndarray], list[n
     return empty, nonempty
 
 
+def generator_args(frames_notreat: int = 24, frames_doxo: int = 24, seed: int = 0,
+                   examples_per_class: int = 40) -> dict[str, int]:
+    """The canonical argument record stored with a generated folder (compared on reuse)."""
+    return {"frames_notreat": int(frames_notreat), "frames_doxo": int(frames_doxo), "seed": int(seed),
+            "examples_per_class": int(examples_per_class)}
+
+
+def check_existing(folder: str | Path, **kwargs: int) -> None:
+    """Raise if ``folder`` was generated with other arguments than ``kwargs`` (a stale config)."""
+    record = Path(folder) / GENERATOR_FILE
+    if not record.is_file():
+        return  # not made by this generator (a user's own manifest): nothing to compare
+    made = json.loads(record.read_text())
+    wanted = generator_args(**kwargs)
+    if made != wanted:
+        raise ValueError(f"{folder} was generated with {made} but the config asks for {wanted}; "
+                         "delete that folder to regenerate it, or point the manifest elsewhere")
+
+
 def generate_dataset(out: str | Path, frames_notreat: int = 24, frames_doxo: int = 24, seed: int = 0,
                      examples_per_class: int = 40, verbose: bool = True) -> Path:
     """Write frames, ``manifest.csv``, ``cells.csv`` and ``empty_examples/`` under ``out``.
@@ -331,6 +352,8 @@ def generate_dataset(out: str | Path, frames_notreat: int = 24, frames_doxo: int
                 empty_pool += e
                 nonempty_pool += ne
         pd.DataFrame(rows).to_csv(tmp / "manifest.csv", index=False)
+        (tmp / GENERATOR_FILE).write_text(json.dumps(generator_args(frames_notreat, frames_doxo, seed,
+                                                                    examples_per_class), indent=2))
         pd.concat(cell_tables, ignore_index=True).to_csv(tmp / "cells.csv", index=False)
         for name, pool in (("empty", empty_pool), ("nonempty", nonempty_pool)):
             folder = tmp / "empty_examples" / name
