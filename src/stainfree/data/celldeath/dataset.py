@@ -27,7 +27,7 @@ class TileDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        tile = np.asarray(self.tiles[self.rows[i]])
+        tile = np.array(self.tiles[self.rows[i]])  # copy: the cache memmap is read-only
         if self.augment is not None:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
             tile = self.augment(tile, rng)
