@@ -15,16 +15,16 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from stainfree.data.celldeath import catalog, splits, synthetic
 from stainfree.data.celldeath.dataset import TileDataset
 from stainfree.data.celldeath.naming import NameScheme
 from stainfree.data.celldeath.tiling import TileSpec, build_tiles, tile_boxes
 from stainfree.data.celldeath.transforms import TLMAugment
+from stainfree.data.samplers import EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights
 from stainfree.utils.atomic import atomic_path, unique_path
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class CellDeathDataModule(pl.LightningDataModule):
         cache_dir: str | os.PathLike | None = None,
         report_dir: str | os.PathLike | None = None,
         synthetic: dict | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if task not in catalog.TASKS:
@@ -109,6 +110,7 @@ class CellDeathDataModule(pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.weighted_sampler = bool(weighted_sampler)
         self.augment = TLMAugment(**(_plain(augment_params) or {})) if augment else None
+        self.seed = int(seed)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.report_dir = Path(report_dir) if report_dir else None
         self.class_names: list[str] = catalog.class_names_for(pd.DataFrame(), task) if task == "cpt_vs_dmso" else (
@@ -168,7 +170,8 @@ class CellDeathDataModule(pl.LightningDataModule):
         for name in splits.SPLITS:
             part = self._table[self._table["split"] == name]
             aug = self.augment if name == "train" else None
-            self._datasets[name] = TileDataset(self._tiles, part["cache_row"].to_numpy(), part["target"].to_numpy(), aug)
+            self._datasets[name] = TileDataset(self._tiles, part["cache_row"].to_numpy(), part["target"].to_numpy(), aug,
+                                               self.seed)
         self._report(images)
 
     def _tile_table(self, images: pd.DataFrame) -> pd.DataFrame:
@@ -227,12 +230,11 @@ class CellDeathDataModule(pl.LightningDataModule):
         if len(ds) == 0:
             raise ValueError(f"the {name} split is empty ({self.split_cfg.mode}); see the split report above")
         sampler = None
-        if train and self.weighted_sampler:
-            counts = np.bincount(ds.targets, minlength=max(1, self.num_classes)).astype(np.float64)
-            weights = 1.0 / counts[ds.targets]
-            sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(ds), replacement=True)
+        if train:  # epoch-seeded: yields (index, epoch) so augmentation is reproducible on resume
+            sampler = (EpochWeightedRandomSampler(class_balanced_weights(ds.targets), len(ds), seed=self.seed)
+                       if self.weighted_sampler else EpochRandomSampler(ds, seed=self.seed))
         return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size,
-                          shuffle=train and sampler is None, sampler=sampler, num_workers=self.num_workers,
+                          sampler=sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, drop_last=False, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
