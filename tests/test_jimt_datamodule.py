@@ -74,6 +74,19 @@ def test_weighted_sampler_balances_classes() -> None:
     assert 0.47 < frac_dead < 0.53  # unweighted it would be 0.10
 
 
+def test_sampler_shards_one_epoch_draw_across_ranks() -> None:
+    weights = class_balanced_weights(np.array([0] * 50 + [1] * 10))
+    full = EpochWeightedRandomSampler(weights, num_samples=40, seed=3)
+    ranks = [EpochWeightedRandomSampler(weights, num_samples=40, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    for s in (full, *ranks):
+        s.set_epoch(7)
+    drawn = list(full)
+    assert isinstance(full, torch.utils.data.DistributedSampler)  # Lightning keeps it (no wrapper)
+    assert [len(list(r)) for r in ranks] == [20, 20] and len(ranks[0]) == 20
+    assert list(ranks[0]) == drawn[0::2] and list(ranks[1]) == drawn[1::2]
+    assert {e for _, e in drawn} == {7}
+
+
 def test_same_epoch_same_batches_other_epoch_differs(synthetic_root: Path, dm: JimtDataModule) -> None:
     other = make_dm(synthetic_root)  # a second, independent DataModule on the same cache
     other.setup("fit")

@@ -4,6 +4,11 @@ resumed from a checkpoint sees the same samples as an uninterrupted one.
 They yield ``(index, epoch)`` pairs: the dataset uses the epoch to seed augmentation, which keeps
 working with persistent DataLoader workers (their copy of the dataset never sees ``set_epoch``).
 Lightning calls ``set_epoch`` on the sampler at the start of every training epoch.
+
+Multi-GPU: the samplers shard their own draw (``num_replicas``/``rank``: every rank draws the same
+epoch sequence and keeps every ``num_replicas``-th item). They are also ``DistributedSampler``
+instances, so Lightning leaves them in place (instead of wrapping them, which would freeze their
+epoch) and still calls ``set_epoch`` each epoch.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import RandomSampler, WeightedRandomSampler
+from torch.utils.data import DistributedSampler, RandomSampler, WeightedRandomSampler
 
 
 def class_balanced_weights(targets: Sequence[int] | np.ndarray) -> torch.Tensor:
@@ -25,43 +30,69 @@ def class_balanced_weights(targets: Sequence[int] | np.ndarray) -> torch.Tensor:
     return torch.as_tensor(1.0 / counts[targets], dtype=torch.double)
 
 
-def _generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+class _EpochSharded:
+    """Shared epoch seeding and rank sharding for the two samplers below."""
+
+    seed: int
+    epoch: int
+    num_replicas: int
+    rank: int
+    total: int
+
+    def _setup(self, seed: int, total: int, num_replicas: int, rank: int) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        self.seed, self.epoch = int(seed), 0
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.total = int(total)
+        # DistributedSampler attributes that callers may read
+        self.shuffle, self.drop_last = True, False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def _per_rank(self) -> int:
+        return -(-self.total // self.num_replicas)  # ceil: ranks get equal counts (padding wraps)
+
+    def _shard(self, drawn: list[int]) -> Iterator[tuple[int, int]]:
+        n = self._per_rank()
+        padded = (drawn * (1 + (n * self.num_replicas) // max(len(drawn), 1)))[: n * self.num_replicas]
+        for i in padded[self.rank::self.num_replicas]:
+            yield int(i), self.epoch
 
 
-class EpochWeightedRandomSampler(WeightedRandomSampler):
-    """``WeightedRandomSampler`` (with replacement) whose generator is reseeded from seed + epoch."""
+class EpochWeightedRandomSampler(_EpochSharded, WeightedRandomSampler, DistributedSampler):
+    """``WeightedRandomSampler`` (with replacement) reseeded from seed + epoch; ``num_samples`` in total
+    over all ranks."""
 
     def __init__(self, weights: Sequence[float] | torch.Tensor, num_samples: int, seed: int = 0,
-                 replacement: bool = True) -> None:
-        super().__init__(weights, num_samples, replacement=replacement)
-        self.seed = int(seed)
-        self.epoch = 0
+                 replacement: bool = True, num_replicas: int = 1, rank: int = 0) -> None:
+        WeightedRandomSampler.__init__(self, weights, num_samples, replacement=replacement)
+        self._setup(seed, num_samples, num_replicas, rank)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def __len__(self) -> int:
+        return self._per_rank()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        self.generator = _generator(self.seed, self.epoch)
-        epoch = self.epoch
-        for i in super().__iter__():
-            yield int(i), epoch
+        self.generator = self._generator()
+        return self._shard([int(i) for i in WeightedRandomSampler.__iter__(self)])
 
 
-class EpochRandomSampler(RandomSampler):
-    """Uniform shuffling (used when ``weighted_sampler=false``), reseeded from seed + epoch."""
+class EpochRandomSampler(_EpochSharded, RandomSampler, DistributedSampler):
+    """Uniform shuffling (``weighted_sampler=false``) reseeded from seed + epoch."""
 
-    def __init__(self, data_source: Sequence, num_samples: int | None = None, seed: int = 0) -> None:
+    def __init__(self, data_source: Sequence, num_samples: int | None = None, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0) -> None:
         replacement = num_samples is not None and num_samples > len(data_source)
-        super().__init__(data_source, replacement=replacement, num_samples=num_samples)
-        self.seed = int(seed)
-        self.epoch = 0
+        RandomSampler.__init__(self, data_source, replacement=replacement, num_samples=num_samples)
+        self._setup(seed, self.num_samples, num_replicas, rank)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def __len__(self) -> int:
+        return self._per_rank()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        self.generator = _generator(self.seed, self.epoch)
-        epoch = self.epoch
-        for i in super().__iter__():
-            yield int(i), epoch
+        self.generator = self._generator()
+        return self._shard([int(i) for i in RandomSampler.__iter__(self)])

@@ -160,12 +160,14 @@ class JimtDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = self._dataset("train", augment=self.augment)
         n = self.samples_per_epoch or len(ds)
-        if self.weighted_sampler:
-            sampler = EpochWeightedRandomSampler(class_balanced_weights(ds.targets), n, seed=self.seed)
-        else:
-            sampler = EpochRandomSampler(ds, num_samples=self.samples_per_epoch, seed=self.seed)
-        self._train_sampler = sampler
         trainer = getattr(self, "trainer", None)
+        # multi-GPU: each rank keeps its shard of the same epoch draw (samplers.py explains why)
+        shard = {"num_replicas": trainer.world_size, "rank": trainer.global_rank} if trainer is not None else {}
+        if self.weighted_sampler:
+            sampler = EpochWeightedRandomSampler(class_balanced_weights(ds.targets), n, seed=self.seed, **shard)
+        else:
+            sampler = EpochRandomSampler(ds, num_samples=self.samples_per_epoch, seed=self.seed, **shard)
+        self._train_sampler = sampler
         self.set_epoch(trainer.current_epoch if trainer is not None else self._epoch)
         return self._loader(ds, sampler=sampler)
 
