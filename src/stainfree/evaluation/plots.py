@@ -140,6 +140,7 @@ def plot_pi_histogram(
     thresholds: Mapping[str, float] | None = None,
     groups: np.ndarray | None = None,
     bins: int = 60,
+    title: str = "Patch mean PI with label thresholds",
 ) -> Path:
     """Histogram of patch mean PI (one colour per dataset/group) with the live/dead thresholds."""
     pi_mean = np.asarray(pi_mean, float)
@@ -155,7 +156,7 @@ def plot_pi_histogram(
     styles = ["--", ":", "-.", "-"]
     for k, (label, value) in enumerate((thresholds or {}).items()):
         ax.axvline(value, color="black", ls=styles[k % len(styles)], lw=1.5, label=f"{label} = {value:.2f}")
-    ax.set(xlabel="patch mean PI (raw intensity)", ylabel="patches", title="Patch mean PI with label thresholds")
+    ax.set(xlabel="patch mean PI (raw intensity)", ylabel="patches", title=title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)

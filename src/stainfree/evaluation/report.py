@@ -165,12 +165,49 @@ def gradcam_selection(
 
 # ----------------------------------------------------------------------------- the report
 def pi_thresholds(datamodule: Any) -> dict[str, float]:
-    """Live/dead mean-PI thresholds the DataModule labelled with (for the PI histogram), if any."""
-    getter = getattr(datamodule, "pi_thresholds", None)
-    values = getter() if callable(getter) else getter
-    if isinstance(values, Mapping):
-        return {str(k): float(v) for k, v in values.items() if v is not None}
+    """Live/dead mean-PI thresholds the DataModule labelled with (for the PI figures), if any.
+
+    Reads ``datamodule.pi_thresholds``, ``datamodule.thresholds`` (attribute or method; a mapping or
+    an object with ``to_dict()``) or ``preprocess_config()["labels"]``, using
+    ``live_below``/``dead_above`` when present.
+    """
+    for attr in ("pi_thresholds", "thresholds", "preprocess_config"):
+        try:
+            values = getattr(datamodule, attr, None)
+            values = values() if callable(values) else values
+        except Exception:  # noqa: BLE001 - not prepared yet: draw the figures without lines
+            values = None
+        if attr == "preprocess_config" and isinstance(values, Mapping):
+            values = values.get("labels")  # JIMT-1: the labelling thresholds live here
+        if hasattr(values, "to_dict"):
+            values = values.to_dict()
+        if not isinstance(values, Mapping):
+            continue
+        if "live_below" in values and "dead_above" in values:
+            return {"live below": float(values["live_below"]), "dead above": float(values["dead_above"])}
+        numeric = {str(k): float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numeric:
+            return numeric
     return {}
+
+
+def pi_histogram_data(datamodule: Any, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Mean PI of every non-empty patch (labelled or between the thresholds) when the DataModule's
+    cache index is readable (the paper's histogram), else of the labelled test patches."""
+    try:
+        cache = (datamodule.preprocess_config() or {}).get("cache")
+    except Exception:  # noqa: BLE001 - no cache description: fall back to the test split
+        cache = None
+    index_csv = Path(cache) / "index.csv" if cache else None
+    if index_csv is not None and index_csv.is_file():
+        index = pd.read_csv(index_csv)
+        if "pi_mean" in index:
+            if "empty" in index:
+                index = index[~index["empty"].astype(bool)]
+            groups = index["dataset"].astype(str).to_numpy() if "dataset" in index else None
+            return index["pi_mean"].to_numpy(dtype=float), groups, "all non-empty patches, all splits"
+    groups = table["dataset"].astype(str).to_numpy() if "dataset" in table else None
+    return table["pi_mean"].to_numpy(dtype=float), groups, "labelled test patches"
 
 
 def _json_safe(value: Any) -> Any:
@@ -255,9 +292,10 @@ def write_report(
             pi, probs[:, class_names.index("live")], target, class_names, out_dir / "pi_vs_score.png",
             r=metrics.get("pearson_r"), thresholds=thresholds,
         )
+        hist_pi, hist_groups, what = pi_histogram_data(datamodule, table)
         figures["pi_histogram"] = plots.plot_pi_histogram(
-            pi, out_dir / "pi_histogram.png", thresholds=thresholds,
-            groups=table["dataset"].to_numpy() if "dataset" in table else None,
+            hist_pi, out_dir / "pi_histogram.png", thresholds=thresholds, groups=hist_groups,
+            title=f"Patch mean PI ({what}) with label thresholds",
         )
     figures.update(_feature_figures(module, datamodule, stage, table, class_names, out_dir, tsne_max_points, seed))
     figures.update(_gradcam_figures(module, datamodule, stage, table, class_names, out_dir))
