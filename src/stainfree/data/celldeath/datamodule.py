@@ -113,9 +113,10 @@ class CellDeathDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.report_dir = Path(report_dir) if report_dir else None
-        self.class_names: list[str] = catalog.class_names_for(pd.DataFrame(), task) if task == "cpt_vs_dmso" else (
-            [f"{ln}_{lb}" for ln in sorted(self.cell_lines) for lb in sorted(catalog.BINARY_CLASSES)]
-            if self.cell_lines else [])
+        # known before reading the folder unless all_vs_all takes its lines from the data
+        self.class_names: list[str] = (
+            catalog.class_names_for(pd.DataFrame({"cell_line": self.cell_lines or []}), task, self.cell_lines)
+            if task == "cpt_vs_dmso" or self.cell_lines else [])
         self._table: pd.DataFrame | None = None
         self._excluded: dict[str, int] = {}
         self._mode = self.split_cfg.mode
