@@ -42,15 +42,18 @@ class PredictSummary:
     files: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    loop_seconds: float = 0.0
 
     @property
     def frames_per_second(self) -> float:
-        return self.n_ok / self.seconds if self.seconds > 0 else math.nan
+        """Throughput of the read -> tile -> classify -> write loop (model loading excluded)."""
+        return self.n_ok / self.loop_seconds if self.loop_seconds > 0 else math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return dict(output_dir=str(self.output_dir), n_images=self.n_images, n_ok=self.n_ok,
                     n_failed=len(self.failures), n_patches=self.n_patches, failures=self.failures,
                     files=self.files, warnings=self.warnings, seconds=round(self.seconds, 3),
+                    loop_seconds=round(self.loop_seconds, 3),
                     frames_per_second=round(self.frames_per_second, 3) if self.n_ok else None)
 
     def report(self) -> str:
@@ -95,10 +98,30 @@ def load_model(ckpt_path: str | os.PathLike, device: torch.device) -> tuple[torc
                            "use a .ckpt written by train.py") from exc
     meta = dict(getattr(model, "run_metadata", {}) or {})
     if not meta.get("preprocess"):
-        raise PredictError(f"{path}: has no 'stainfree.preprocess' entry, so the tiling used in training is "
-                           "unknown; use a checkpoint written by this version of train.py")
+        meta["preprocess"] = _preprocess_from_config(path, meta.get("config") or {})
+        meta["preprocess_rebuilt"] = True
     meta.setdefault("class_names", list(model.class_names))
     return model.to(device).eval(), meta
+
+
+def _preprocess_from_config(path: Path, config: dict) -> dict:
+    """Older checkpoints lack ``stainfree.preprocess``: rebuild it from the run's resolved data config.
+
+    The DataModule is only constructed (its data must still be where training left it); nothing
+    is trained or re-labelled.
+    """
+    data_cfg = config.get("data") if isinstance(config, dict) else None
+    if not data_cfg or "_target_" not in data_cfg:
+        raise PredictError(f"{path}: has no 'stainfree.preprocess' entry and no data config to rebuild it from, "
+                           "so the tiling used in training is unknown; use a checkpoint written by train.py")
+    import hydra
+
+    try:
+        datamodule = hydra.utils.instantiate(data_cfg)
+        return dict(datamodule.preprocess_config())
+    except Exception as exc:  # noqa: BLE001 - any failure means the same to the user
+        raise PredictError(f"{path}: has no 'stainfree.preprocess' entry and rebuilding it from the run's data "
+                           f"config failed ({exc}); retrain with the current train.py, which stores it") from exc
 
 
 def dead_class_index(class_names: list[str], positive_class: str | None) -> int:
@@ -208,11 +231,15 @@ def predict(
     tiler = build_tiler(meta["preprocess"])
     names = _image_names(root, paths)
     summary = PredictSummary(output_dir=out_dir, n_images=len(paths))
+    if meta.get("preprocess_rebuilt"):
+        summary.warnings.append(f"{ckpt_path} has no stored preprocess settings; they were rebuilt from its data "
+                                "config (retrain with the current train.py to store them)")
     out_dir.mkdir(parents=True, exist_ok=True)
     overlay_dir = out_dir / "overlays"
     patch_rows: list[pd.DataFrame] = []
     image_rows: list[dict[str, Any]] = []
     prob_cols = [f"p({c})" for c in class_names]
+    loop_start = time.perf_counter()
     with torch.inference_mode():
         for item in tqdm(_iter_frames(_FrameDataset(paths, names, tiler), num_workers), total=len(paths),
                          desc="predict", unit="frame", disable=not progress):
@@ -233,6 +260,7 @@ def predict(
                 save_overlay(file, overlay)
             summary.n_ok += 1
             summary.n_patches += len(tiles.empty)
+    summary.loop_seconds = time.perf_counter() - loop_start
     summary.seconds = time.perf_counter() - started
     if summary.n_ok == 0:
         write_json(out_dir / "summary.json", summary.to_dict())
