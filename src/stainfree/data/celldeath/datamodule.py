@@ -29,6 +29,8 @@ from stainfree.utils.atomic import atomic_path, unique_path
 
 log = logging.getLogger(__name__)
 
+# threads that decode/tile fields while building the cache (cv2 releases the GIL)
+_CACHE_THREADS = min(8, os.cpu_count() or 1)
 TABLE_COLUMNS = ["path", "image_id", "tile", "tile_row", "tile_col", "cell_line", "treatment", "treatment_token",
                  "time", "replicate", "target", "split", "cache_row"]
 
@@ -155,7 +157,7 @@ class CellDeathDataModule(pl.LightningDataModule):
         """Generate (synthetic) and tile every selected field into the cache once (rank 0)."""
         self._ensure_synthetic()
         if self.cache_dir is not None:
-            build_tiles(self._images()["path"].tolist(), self.spec, self.cache_dir, workers=max(1, self.num_workers))
+            build_tiles(self._images()["path"].tolist(), self.spec, self.cache_dir, workers=_CACHE_THREADS)
 
     def setup(self, stage: str | None = None) -> None:
         if self._table is not None:
@@ -165,7 +167,7 @@ class CellDeathDataModule(pl.LightningDataModule):
         images = splits.assign_splits(labelled, self.split_cfg).reset_index(drop=True)
         self._excluded["other replicates"] = len(labelled) - len(images)
         self._mode = images.attrs.get("split_mode", self.split_cfg.mode)
-        self._tiles = build_tiles(images["path"].tolist(), self.spec, self.cache_dir, workers=max(1, self.num_workers))
+        self._tiles = build_tiles(images["path"].tolist(), self.spec, self.cache_dir, workers=_CACHE_THREADS)
         self._table = self._tile_table(images)
         splits.check_no_leakage(self._table)
         for name in splits.SPLITS:
