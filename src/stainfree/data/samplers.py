@@ -5,8 +5,9 @@ They yield ``(index, epoch)`` pairs: the dataset uses the epoch to seed augmenta
 working with persistent DataLoader workers (their copy of the dataset never sees ``set_epoch``).
 Lightning calls ``set_epoch`` on the sampler at the start of every training epoch.
 
-Multi-GPU: the samplers shard their own draw (``num_replicas``/``rank``: every rank draws the same
-epoch sequence and keeps every ``num_replicas``-th item). They are also ``DistributedSampler``
+Multi-GPU: the samplers shard their own draw (``num_replicas``/``rank``, by default read from the
+initialised process group: every rank draws the same epoch sequence and keeps every
+``num_replicas``-th item). They are also ``DistributedSampler``
 instances, so Lightning leaves them in place (instead of wrapping them, which would freeze their
 epoch) and still calls ``set_epoch`` each epoch.
 """
@@ -39,7 +40,13 @@ class _EpochSharded:
     rank: int
     total: int
 
-    def _setup(self, seed: int, total: int, num_replicas: int, rank: int) -> None:
+    def _setup(self, seed: int, total: int, num_replicas: int | None, rank: int | None) -> None:
+        if num_replicas is None or rank is None:  # like DistributedSampler: ask the process group
+            import torch.distributed as dist
+
+            live = dist.is_available() and dist.is_initialized()
+            num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if live else 1)
+            rank = rank if rank is not None else (dist.get_rank() if live else 0)
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
         self.seed, self.epoch = int(seed), 0
@@ -69,7 +76,7 @@ class EpochWeightedRandomSampler(_EpochSharded, WeightedRandomSampler, Distribut
     over all ranks."""
 
     def __init__(self, weights: Sequence[float] | torch.Tensor, num_samples: int, seed: int = 0,
-                 replacement: bool = True, num_replicas: int = 1, rank: int = 0) -> None:
+                 replacement: bool = True, num_replicas: int | None = None, rank: int | None = None) -> None:
         WeightedRandomSampler.__init__(self, weights, num_samples, replacement=replacement)
         self._setup(seed, num_samples, num_replicas, rank)
 
@@ -85,7 +92,7 @@ class EpochRandomSampler(_EpochSharded, RandomSampler, DistributedSampler):
     """Uniform shuffling (``weighted_sampler=false``) reseeded from seed + epoch."""
 
     def __init__(self, data_source: Sequence, num_samples: int | None = None, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0) -> None:
+                 num_replicas: int | None = None, rank: int | None = None) -> None:
         replacement = num_samples is not None and num_samples > len(data_source)
         RandomSampler.__init__(self, data_source, replacement=replacement, num_samples=num_samples)
         self._setup(seed, self.num_samples, num_replicas, rank)
