@@ -39,7 +39,6 @@ def compose_config(tmp_path: Path, overrides: list[str], config_name: str = "tra
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
     return cfg
 
 

@@ -61,6 +61,15 @@ def _wandb_id(trainer: pl.Trainer) -> str | None:
     return None
 
 
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain, resolved containers (Hydra's own section left out)."""
+    return {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in cfg
+        if key != "hydra"
+    }
+
+
 def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
@@ -69,7 +78,7 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit and test; returns (metrics, objects). The sweep target is ``cfg.optimized_metric``."""
     if cfg.get("extras", {}).get("print_config"):
-        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+        log.info("config:\n%s", OmegaConf.to_yaml(resolved_config(cfg)))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg)
@@ -83,7 +92,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = resolved_config(cfg)
     model.run_metadata = dict(config=resolved, wandb_id=_wandb_id(trainer))
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)

@@ -22,9 +22,10 @@ def _in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        return HydraConfig.get().mode.name == "MULTIRUN"
+        mode = HydraConfig.get().mode
     except ValueError:  # Hydra not initialised (called from Python)
         return False
+    return mode is not None and getattr(mode, "name", str(mode)) == "MULTIRUN"
 
 
 def _close_wandb() -> None:

@@ -1,0 +1,116 @@
+"""End-to-end training through the Hydra configs: experiments, sweeps, failures, logged metrics."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.types import RunMode
+from omegaconf import OmegaConf, open_dict
+from sklearn.metrics import balanced_accuracy_score
+
+from conftest import ROOT, compose_config
+from stainfree.data.jimt.synthetic import generate_dataset
+from stainfree.training import train
+from stainfree.utils.wandb_records import read_history
+
+# A few small frames and a tiny input keep every run to seconds on 2 CPU cores.
+TINY = [
+    "trainer=cpu",
+    "data.stride=224",
+    "data.num_workers=0",
+    "data.batch_size=8",
+    "model.input_size=32",
+    "model.backbone.pretrained=false",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic JIMT-1 set (both datasets) shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("jimt") / "synthetic"
+    return generate_dataset(out, frames_notreat=6, frames_doxo=6, seed=3, examples_per_class=4, verbose=False)
+
+
+def _data_overrides(manifest: Path) -> list[str]:
+    return [f"data.manifest={manifest}", f"data.cache_dir={manifest.parent.parent / 'cache'}", "data.synthetic=null"]
+
+
+EXPERIMENTS = ["demo", "notreat_resnet18", "notreat_squeezenet", "doxo_inception"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run_per_experiment(experiment: str, tiny_manifest: Path, tmp_path: Path) -> None:
+    overrides = [f"experiment={experiment}", "debug=fdr", *TINY, *_data_overrides(tiny_manifest)]
+    if experiment == "doxo_inception":
+        overrides.remove("model.input_size=32")  # Inception-v3 needs >= 75 px; keep its 299
+        overrides.append("data.batch_size=2")
+    cfg = compose_config(tmp_path, overrides)
+    metrics, objects = train(cfg)
+    assert "test/bal_acc" in metrics and 0.0 <= metrics["test/bal_acc"] <= 1.0
+    assert objects["datamodule"].dataset == cfg.data.dataset
+
+
+def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, tmp_path: Path) -> None:
+    cfg = compose_config(
+        tmp_path,
+        ["experiment=demo", *TINY, *_data_overrides(tiny_manifest), "trainer.max_epochs=2", "logger=many_loggers"],
+    )
+    metrics, objects = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert metrics["best_ckpt"] == str(run / "checkpoints" / "best.ckpt")
+    for key in ("train/loss", "train/bal_acc", "val/bal_acc", "val/auroc", "val/bal_acc_best", "test/bal_acc"):
+        assert key in metrics, key
+
+    # the logged test balanced accuracy is scikit-learn's on the same predictions
+    outputs = objects["model"].test_outputs
+    target, predicted = outputs["target"].numpy(), outputs["probs"].argmax(dim=1).numpy()
+    assert len(target) == len(objects["datamodule"].split_table("test"))
+    assert np.isclose(metrics["test/bal_acc"], balanced_accuracy_score(target, predicted), atol=1e-6)
+
+    # W&B ran offline and its run file holds the stage/metric keys
+    run_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1
+    logged = set().union(*read_history(run_files[0]))
+    assert {"train/loss", "val/bal_acc", "val/auroc", "test/bal_acc", "test/auroc"} <= logged
+    assert (run / "csv" / "metrics.csv").is_file()
+
+
+def test_failing_job_in_multirun_does_not_raise(tiny_manifest: Path, tmp_path: Path) -> None:
+    cfg = compose_config(
+        tmp_path, ["experiment=demo", *TINY, *_data_overrides(tiny_manifest), "model.backbone.name=not_a_backbone"]
+    )
+    with pytest.raises(Exception, match="unknown backbone 'not_a_backbone'"):
+        train(cfg)  # a single run fails loudly
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)
+    metrics, _ = train(cfg)  # inside a sweep: logged, recorded, the sweep goes on
+    assert metrics["failed"] is True
+    assert "not_a_backbone" in (Path(cfg.paths.output_dir) / "FAILED.txt").read_text()
+
+
+def test_multirun_over_two_models_writes_two_runs(tiny_manifest: Path, tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [
+        sys.executable, str(ROOT / "train.py"), "-m", "experiment=demo", "model=resnet18,squeezenet",
+        *TINY, *_data_overrides(tiny_manifest), "trainer.max_epochs=1", "logger=csv",
+        f"paths.log_dir={tmp_path / 'logs'}", "callbacks.test_artifacts=null",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweeps = list((tmp_path / "logs" / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        assert (job / "checkpoints" / "best.ckpt").is_file()
+        assert (job / "csv" / "metrics.csv").read_text().count("test/bal_acc") == 1
+    assert result.stdout.count("== stainfree run") == 2
