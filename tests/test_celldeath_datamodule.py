@@ -48,6 +48,7 @@ def test_batch_contract_and_split_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert (tmp_path / "run" / "celldeath_split_table.csv").is_file()
     pre = dm.preprocess_config()
     assert pre["grid"] == [2, 2] and pre["input_size"] == 32 and pre["class_names"] == ["control", "celldeath"]
+    assert pre["to_8bit"]["stretch_uint8"] is False
     # reports are never overwritten: a second setup writes next to them
     dm2 = _dm(tmp_path, test_replicate="N2")
     dm2.setup("fit")

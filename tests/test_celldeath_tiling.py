@@ -45,6 +45,8 @@ def test_16bit_is_stretched_and_8bit_kept() -> None:
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     assert np.array_equal(np.argsort(out.ravel(), kind="stable"), np.argsort(u8.ravel(), kind="stable"))
     assert not to_uint8(np.full((4, 4), 7, np.uint16)).any()
+    dim = (u8 // 4 + 10).astype(np.uint8)  # a darker, low-contrast exposure of the same field
+    assert np.abs(to_uint8(dim, 0, 100, stretch_uint8=True).astype(int) - u8).max() <= 3
 
 
 def test_resize_modes() -> None:

@@ -58,6 +58,7 @@ class CellDeathDataModule(pl.LightningDataModule):
         n_tiles: int = 4,
         input_size: int = 224,
         resize: str = "squish",
+        stretch_8bit: bool = False,
         test_replicate: str | None = "last",
         holdout_cell_line: str | None = None,
         within_replicate: str | None = None,
@@ -89,7 +90,8 @@ class CellDeathDataModule(pl.LightningDataModule):
         self.expected_classes = int(num_classes) if num_classes is not None else None
         self.cell_lines = list(_plain(cell_lines)) if cell_lines else None
         self.time_points = [int(t) for t in _plain(time_points)] if time_points is not None else None
-        self.spec = TileSpec(n_tiles=int(n_tiles), input_size=int(input_size), resize=resize)
+        self.spec = TileSpec(n_tiles=int(n_tiles), input_size=int(input_size), resize=resize,
+                             stretch_uint8=bool(stretch_8bit))
         tile_boxes(960, 1280, self.spec.n_tiles)  # validates n_tiles now, not after minutes of loading
         self.split_cfg = splits.SplitConfig(
             test_replicate=None if test_replicate is None else str(test_replicate),

@@ -53,13 +53,15 @@ def tile_image(image: np.ndarray, n_tiles: int) -> list[np.ndarray]:
     return [image[y0:y1, x0:x1] for _, _, y0, y1, x0, x1 in tile_boxes(*image.shape, n_tiles)]
 
 
-def to_uint8(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
-    """8-bit images pass unchanged; 16-bit ones are stretched between per-image percentiles.
+def to_uint8(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5, stretch_uint8: bool = False) -> np.ndarray:
+    """8-bit images pass unchanged (unless ``stretch_uint8``); 16-bit ones are stretched between per-image percentiles.
 
     Per-image percentiles (not a fixed /257) because TLM exposure varies between microscopes
-    and a fixed scale leaves 16-bit fields nearly black.
+    and a fixed scale leaves 16-bit fields nearly black. ``stretch_uint8`` applies the same
+    stretch to 8-bit fields: it removes replicate-level brightness/contrast shifts (the real
+    U2OS replicates differ mostly in exposure) at the price of absolute-intensity cues.
     """
-    if image.dtype == np.uint8:
+    if image.dtype == np.uint8 and not stretch_uint8:
         return image
     lo, hi = np.percentile(image, [low_pct, high_pct])
     if hi <= lo:
@@ -92,6 +94,7 @@ class TileSpec:
     resize: str = "squish"
     low_pct: float = 0.5
     high_pct: float = 99.5
+    stretch_uint8: bool = False
 
     def as_dict(self) -> dict:
         rows, cols = grid_shape(self.n_tiles)
@@ -101,14 +104,15 @@ class TileSpec:
             "tile_anchor": "top-left; floor(W/cols) x floor(H/rows); remainder dropped",
             "input_size": self.input_size,
             "resize": self.resize,
-            "to_8bit": {"uint8": "unchanged", "uint16": "per-image percentile stretch",
+            "to_8bit": {"uint8": "per-image percentile stretch" if self.stretch_uint8 else "unchanged",
+                        "uint16": "per-image percentile stretch", "stretch_uint8": self.stretch_uint8,
                         "low_pct": self.low_pct, "high_pct": self.high_pct},
         }
 
 
 def image_tiles(path: str | os.PathLike, spec: TileSpec) -> np.ndarray:
     """Read one field and return its tiles as uint8 ``[n_tiles, S, S]`` (the cache's unit of work)."""
-    image = to_uint8(read_image(path), spec.low_pct, spec.high_pct)
+    image = to_uint8(read_image(path), spec.low_pct, spec.high_pct, spec.stretch_uint8)
     return np.stack([resize_tile(t, spec.input_size, spec.resize) for t in tile_image(image, spec.n_tiles)])
 
 
