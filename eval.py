@@ -20,12 +20,18 @@ configure_offline_environment()
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from stainfree.evaluation.evaluate import evaluate  # noqa: E402
+from stainfree.evaluation.evaluate import CheckpointMismatchError, evaluate  # noqa: E402
+from stainfree.evaluation.report import ReportError  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
-    metrics, objects = evaluate(cfg)
+    try:
+        metrics, objects = evaluate(cfg)
+    except (FileNotFoundError, CheckpointMismatchError, ReportError) as exc:
+        # A wrong path or a checkpoint/config mismatch: the message says what to do; no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     report = objects.get("report") or {}
     return report.get("bal_acc", metrics.get("test/bal_acc"))
 

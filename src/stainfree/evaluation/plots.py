@@ -112,6 +112,7 @@ def plot_pi_scatter(
     path: str | os.PathLike,
     r: float | None = None,
     thresholds: Mapping[str, float] | None = None,
+    p_value: float | None = None,
 ) -> Path:
     """Patch mean PI (x) against the classifier's p(live) (y), coloured by the true class."""
     pi_mean, p_live, target = np.asarray(pi_mean, float), np.asarray(p_live, float), np.asarray(target)
@@ -127,7 +128,7 @@ def plot_pi_scatter(
         ax.text(value, 1.02, f" {label}", rotation=90, va="bottom", ha="center", fontsize=7)
     title = "Classifier score vs patch mean PI"
     if r is not None and np.isfinite(r):
-        title += f"  (Pearson r = {r:.3f})"
+        title += f"\nPearson r = {r:.3f}" + (f", p = {p_value:.2g}" if p_value is not None else "") + f", n = {ok.sum()}"
     ax.set(xlabel="patch mean PI (raw intensity)", ylabel="p(live)", ylim=(-0.03, 1.03), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8, markerscale=3)

@@ -279,7 +279,7 @@ def write_report(
     figures["roc"] = plots.plot_roc(
         plots.roc_curves(probs, target, class_names),
         out_dir / "roc.png",
-        title=f"ROC ({title}); macro AUC = {metrics['auroc']:.3f}",
+        title=f"ROC ({title})" + ("" if len(class_names) == 2 else f"\nmacro one-vs-rest AUC = {metrics['auroc']:.3f}"),
     ) if len(np.unique(target)) > 1 else None
     figures["confusion_matrix"] = plots.plot_confusion(
         np.array(metrics["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png",
@@ -290,7 +290,7 @@ def write_report(
         thresholds = pi_thresholds(datamodule)
         figures["pi_vs_score"] = plots.plot_pi_scatter(
             pi, probs[:, class_names.index("live")], target, class_names, out_dir / "pi_vs_score.png",
-            r=metrics.get("pearson_r"), thresholds=thresholds,
+            r=metrics.get("pearson_r"), p_value=metrics.get("pearson_p"), thresholds=thresholds,
         )
         hist_pi, hist_groups, what = pi_histogram_data(datamodule, table)
         figures["pi_histogram"] = plots.plot_pi_histogram(
