@@ -56,11 +56,11 @@ PROFILES: dict[str, DatasetProfile] = {
 }
 
 # Morphology "deadness" s in [0, 1]: 0 = spread healthy cell, 1 = contracted, rounded dead cell.
-LIVE_DEADNESS = (2.0, 5.0)     # Beta for ordinary live cells
-DEAD_DEADNESS = (5.0, 2.0)     # Beta for ordinary PI-positive cells
-MITOTIC_FRACTION = 0.08        # live cells that round up for mitosis (look dead-ish, PI negative)
-MITOTIC_DEADNESS = (0.5, 0.85)
-EARLY_DEAD_FRACTION = 0.12     # PI-positive cells that still look healthy (membrane just broke)
+LIVE_DEADNESS = (2.0, 8.0)     # Beta for ordinary live cells
+DEAD_DEADNESS = (6.0, 2.0)     # Beta for ordinary PI-positive cells
+MITOTIC_FRACTION = 0.03        # live cells that round up for mitosis (look dead-ish, PI negative)
+MITOTIC_DEADNESS = (0.45, 0.75)
+EARLY_DEAD_FRACTION = 0.08     # PI-positive cells that still look healthy (membrane just broke)
 # Integrated PI counts of one dead nucleus: a whole one inside a 224x224 window lifts the window
 # mean by ~350 above the ~200 background, matching the paper's dead mode (550 +- 154).
 PI_PER_DEAD_CELL = 350.0 * 224 * 224
