@@ -17,7 +17,8 @@ MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") 
 
 @pytest.mark.parametrize("model_name", MODEL_CONFIGS)
 def test_model_config_builds_and_trains_one_step(model_name: str, tmp_path: Path) -> None:
-    cfg = compose_config(tmp_path, [f"model={model_name}", "data=demo"])
+    # without the demo experiment, which shrinks the input to 64 px (too small for Inception)
+    cfg = compose_config(tmp_path, [f"model={model_name}", "data=demo", "~experiment"])
     size = int(cfg.model.input_size)
     model: LiveDeadClassifier = hydra.utils.instantiate(cfg.model)
     assert model.num_classes == 2
@@ -33,7 +34,7 @@ def test_model_config_builds_and_trains_one_step(model_name: str, tmp_path: Path
 
 
 def test_inception_input_is_299(tmp_path: Path) -> None:
-    cfg = compose_config(tmp_path, ["model=inception_v3", "data=demo"])
+    cfg = compose_config(tmp_path, ["model=inception_v3", "data=demo", "~experiment"])
     assert cfg.model.input_size == 299
     assert cfg.data.input_size == 299
 
@@ -78,3 +79,35 @@ def test_compile_keeps_checkpoint_keys(tmp_path: Path) -> None:
     model._features_fn = torch.compile(model.net.forward_features)
     assert set(model.state_dict()) == keys_before
     assert not any("_orig_mod" in k for k in keys_before)
+
+
+def test_one_cycle_gets_one_peak_per_param_group_from_a_plain_config(tmp_path: Path) -> None:
+    """A config without `_convert_` must still give OneCycleLR plain per-group peaks (body, head)."""
+    cfg = compose_config(tmp_path, ["experiment=demo", "model.body_lr_ratio=0.1"])
+    model: LiveDeadClassifier = hydra.utils.instantiate(cfg.model)
+
+    class _Trainer:  # configure_optimizers only asks the trainer for the step count
+        estimated_stepping_batches = 10
+
+    model._trainer = _Trainer()  # type: ignore[assignment]
+    setup = model.configure_optimizers()
+    scheduler = setup["lr_scheduler"]["scheduler"]
+    assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+    assert setup["lr_scheduler"]["interval"] == "step"
+    lr = float(cfg.model.optimizer.lr)
+    assert [g["max_lr"] for g in setup["optimizer"].param_groups] == pytest.approx([lr * 0.1, lr])
+    assert scheduler.total_steps == 10
+
+
+def test_squeezenet_loads_torchvision_format_weights(tmp_path: Path) -> None:
+    """torchvision's own squeezenet1_1 file (classifier.1.* head) is what users have cached."""
+    import torchvision
+
+    source = torchvision.models.squeezenet1_1(weights=None)
+    path = tmp_path / "squeezenet1_1.pth"
+    torch.save(source.state_dict(), path)
+    net = build_backbone("squeezenet", num_classes=2, in_chans=3, pretrained_path=str(path))
+    assert torch.equal(net.state_dict()["features.0.weight"], source.state_dict()["features.0.weight"])
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(PretrainedWeightsUnavailable, match="other.pth"):
+        build_backbone("squeezenet", num_classes=2, pretrained_path=str(tmp_path / "other.pth"))

@@ -104,7 +104,7 @@ class SqueezeNetClassifier(nn.Module):
         super().__init__()
         base = torchvision.models.squeezenet1_1(weights=None)
         if pretrained:
-            base.load_state_dict(_load_state_dict(pretrained_path or _cached_squeezenet_weights()))
+            base.features.load_state_dict(_squeezenet_features(pretrained_path or _cached_squeezenet_weights()))
         if in_chans != 3:
             base.features[0] = _adapt_first_conv(base.features[0], in_chans)
         self.features = base.features
@@ -137,6 +137,19 @@ def _cached_squeezenet_weights() -> str:
             f"model.backbone.pretrained_path=<file>, or set model.backbone.pretrained=false"
         )
     return str(path)
+
+
+def _squeezenet_features(path: str) -> dict:
+    """The ``features.*`` weights of a SqueezeNet 1.1 file: torchvision's own (``classifier.1.*``
+    head) or one saved from this class (``head.*``); the head is re-made for the new classes."""
+    state = _load_state_dict(path)
+    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    if not features:
+        raise PretrainedWeightsUnavailable(
+            f"{path} holds no SqueezeNet 'features.*' weights; pass a squeezenet1_1 state dict "
+            f"(torchvision's squeezenet1_1-b8a52dc0.pth) as model.backbone.pretrained_path"
+        )
+    return features
 
 
 def _load_state_dict(path: str) -> dict:

@@ -248,12 +248,15 @@ class LiveDeadClassifier(pl.LightningModule):
             return optimizer
         scheduler_cfg = dict(self.hparams.scheduler)
         interval = self.hparams.scheduler_interval
+        extra: dict[str, Any] = {}
         if scheduler_cfg["_target_"].endswith("OneCycleLR"):
-            scheduler_cfg.update(
-                max_lr=[g["lr"] for g in groups], total_steps=int(self.trainer.estimated_stepping_batches)
-            )
+            # passed at call time: Hydra would turn a list given in the config into a ListConfig,
+            # which OneCycleLR cannot divide
+            scheduler_cfg.pop("max_lr", None)
+            scheduler_cfg.pop("total_steps", None)
+            extra = dict(max_lr=[g["lr"] for g in groups], total_steps=int(self.trainer.estimated_stepping_batches))
             interval = "step"
-        scheduler = hydra.utils.instantiate(scheduler_cfg)(optimizer=optimizer)
+        scheduler = hydra.utils.instantiate(scheduler_cfg)(optimizer=optimizer, **extra)
         return dict(
             optimizer=optimizer,
             lr_scheduler=dict(scheduler=scheduler, interval=interval, monitor=self.hparams.scheduler_monitor),
