@@ -87,3 +87,18 @@ def test_scale_lr_rules_and_large_batch_configs(tmp_path: Path) -> None:
     paper = compose_config(tmp_path, ["experiment=notreat_resnet18_large_batch"])
     assert paper.data.batch_size == 256 and paper.model.optimizer.lr == pytest.approx(1e-5 * 8)
     assert paper.trainer.precision == "bf16-mixed" and paper.model.channels_last
+
+
+def test_atomic_writes_get_umask_permissions_not_private_temp_ones(tmp_path: Path) -> None:
+    import stainfree.utils.atomic as atomic
+
+    old = os.umask(0o022)
+    atomic._UMASK = None
+    try:
+        assert atomic_write_text(tmp_path / "a.txt", "x").stat().st_mode & 0o777 == 0o644
+        with atomic_dir(tmp_path / "cache") as d:
+            (d / "f").write_text("y")
+        assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)
+        atomic._UMASK = None

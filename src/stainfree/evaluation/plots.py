@@ -123,9 +123,9 @@ def plot_pi_scatter(
         sel = ok & (target == i)
         if sel.any():
             ax.scatter(pi_mean[sel], p_live[sel], s=6, alpha=0.5, color=colors[i], label=f"true {name} ({sel.sum()})")
-    for label, value in (thresholds or {}).items():
-        ax.axvline(value, color="black", ls="--", lw=1)
-        ax.text(value, 1.02, f" {label}", rotation=90, va="bottom", ha="center", fontsize=7)
+    styles = ["--", ":", "-."]
+    for k, (label, value) in enumerate((thresholds or {}).items()):
+        ax.axvline(value, color="black", ls=styles[k % len(styles)], lw=1, label=f"{label} = {value:.1f}")
     title = "Classifier score vs patch mean PI"
     if r is not None and np.isfinite(r):
         title += f"\nPearson r = {r:.3f}" + (f", p = {p_value:.2g}" if p_value is not None else "") + f", n = {ok.sum()}"
@@ -239,7 +239,7 @@ def plot_gradcam_panel(
         raise ValueError(f"got {len(positions)} positions for {n} patches")
     nrows = max(r for r, _ in positions) + 1
     ncols = max(c for _, c in positions) + 1
-    fig, axes = plt.subplots(nrows, 2 * ncols, figsize=(2.2 * 2 * ncols, 2.5 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, 2 * ncols, figsize=(2.2 * 2 * ncols, 2.8 * nrows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for k in range(n):
@@ -251,5 +251,5 @@ def plot_gradcam_panel(
         a_cam.imshow(maps[k], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         a_cam.set_title("Grad-CAM", fontsize=7)
     fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.8 * nrows + 0.4)))  # keep row titles clear of the suptitle
     return _save(fig, path)
