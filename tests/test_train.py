@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 from sklearn.metrics import balanced_accuracy_score
@@ -63,6 +64,10 @@ def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, t
     run = Path(cfg.paths.output_dir)
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert metrics["best_ckpt"] == str(run / "checkpoints" / "best.ckpt")
+    # the checkpoint carries what predict.py needs to tile raw frames like the training data
+    meta = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["stainfree"]
+    assert meta["preprocess"] == objects["datamodule"].preprocess_config()
+    assert meta["class_names"] == ["live", "dead"] and meta["config"]["model"]["input_size"] == cfg.model.input_size
     for key in ("train/loss", "train/bal_acc", "val/bal_acc", "val/auroc", "val/bal_acc_best", "test/bal_acc"):
         assert key in metrics, key
 

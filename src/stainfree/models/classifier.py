@@ -143,6 +143,9 @@ class LiveDeadClassifier(pl.LightningModule):
                 )
             self.class_names = names
             self.hparams["class_names"] = names
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "preprocess_config"):
+            # stored in every checkpoint so predict.py tiles raw frames exactly like the training data
+            self.run_metadata["preprocess"] = datamodule.preprocess_config()
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.hparams.compile and stage == "fit" and self._features_fn is self.net.forward_features:
