@@ -86,7 +86,10 @@ def test_predict_folder_reports_corrupt_file_and_never_overwrites(tmp_path, grid
     assert row["mean_p_dead"] == pytest.approx(f0["p(dead)"].mean(), abs=1e-6)
     overlays = sorted(p.name for p in (out / "overlays").iterdir())
     assert overlays == ["f0_heatmap.png", "f1_heatmap.png", "rgb_heatmap.png", "sub__g_heatmap.png"]
-    assert cv2.imread(str(out / "overlays" / "f0_heatmap.png")).shape == (96, 128, 3)
+    overlay = cv2.imread(str(out / "overlays" / "f0_heatmap.png"))
+    # the frame's own size plus a key strip (colour bar, "empty" swatch, caption) below it
+    assert overlay.shape[1:] == (128, 3) and overlay.shape[0] > 96
+    assert (overlay[96:] == 255).mean() > 0.5 and not (overlay[:96] == 255).all()
     assert pd.read_csv(out / "failed.csv")["image"].tolist() == ["broken.tif"]
     first = (out / "patches.csv").read_bytes()
     again = predict(grid_ckpt, tmp_path / "raw", out, device="cpu", progress=False, n_boot=200)

@@ -57,6 +57,30 @@ def heatmap_overlay(frame8: np.ndarray, boxes: np.ndarray, p_dead: np.ndarray, e
     return out
 
 
+def add_legend(image_bgr: np.ndarray, caption: str, dead_label: str = "dead") -> np.ndarray:
+    """``image_bgr`` with a key strip below it: the p(dead) colour bar, the grey "empty" swatch
+    and ``caption`` (image name, dead fraction), so the PNG reads on its own."""
+    h, w = image_bgr.shape[:2]
+    strip_h = max(36, w // 24)
+    scale = strip_h / 60.0
+    strip = np.full((strip_h, w, 3), 255, np.uint8)
+    bar_w = max(16, w // 4)
+    bar = _colormap_lut()[np.linspace(0, 255, bar_w).astype(np.uint8)]
+    y0, y1 = int(strip_h * 0.15), int(strip_h * 0.55)
+    x0 = int(8 * scale) + 1
+    strip[y0:y1, x0:x0 + bar_w] = bar[None, :, :]
+    font, thick = cv2.FONT_HERSHEY_SIMPLEX, max(1, round(scale * 1.5))
+    text_y = int(strip_h * 0.9)
+    cv2.putText(strip, "0", (x0, text_y), font, 0.5 * scale, (0, 0, 0), thick, cv2.LINE_AA)
+    cv2.putText(strip, f"p({dead_label}) 1", (x0 + bar_w - int(95 * scale), text_y), font, 0.5 * scale, (0, 0, 0),
+                thick, cv2.LINE_AA)
+    gx = x0 + bar_w + int(20 * scale)
+    strip[y0:y1, gx:gx + int(30 * scale) + 1] = 160
+    cv2.putText(strip, "empty", (gx + int(36 * scale), y1), font, 0.5 * scale, (0, 0, 0), thick, cv2.LINE_AA)
+    cv2.putText(strip, caption, (gx + int(110 * scale), y1), font, 0.55 * scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return np.vstack([image_bgr, strip])
+
+
 def save_overlay(path: str | os.PathLike, image_bgr: np.ndarray) -> Path:
     """Write a PNG atomically (never a half-written file if the run is killed)."""
     path = Path(path)

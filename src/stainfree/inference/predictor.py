@@ -205,7 +205,7 @@ def predict(
     """
     from tqdm.auto import tqdm
 
-    from stainfree.inference.overlay import heatmap_overlay, save_overlay
+    from stainfree.inference.overlay import add_legend, heatmap_overlay, save_overlay
     from stainfree.inference.platemap import read_plate_map
 
     if batch_size < 1:
@@ -256,6 +256,10 @@ def predict(
             image_rows.append(_image_row(item["name"], tiles, probs, dead))
             if overlays:
                 overlay = heatmap_overlay(tiles.frame8, tiles.boxes, probs[:, dead], tiles.empty)
+                row = image_rows[-1]
+                caption = (f"{item['name']}: {row['n_dead']}/{row['n_patches'] - row['n_empty']} patches "
+                           f"{class_names[dead]} ({row['n_empty']} empty)")
+                overlay = add_legend(overlay, caption, dead_label=class_names[dead])
                 file = unique_path(overlay_dir / f"{_flat(item['name'])}_heatmap.png")
                 save_overlay(file, overlay)
             summary.n_ok += 1
