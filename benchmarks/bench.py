@@ -131,16 +131,20 @@ class StepTimer(pl.Callback):
 def compose_train_cfg(overrides: list[str]):
     """The train.py config (same conf/ tree and defaults), composed without launching a Hydra run."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=overrides)
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # so ${hydra:...} paths resolve as in a real run
+    return cfg
 
 
 def train_path(name: str, sizes: Sizes, device: torch.device, out_dir: Path, data: str, compile: bool,
                extra: list[str]) -> tuple[float, Path]:
     """(b) images/s of the real training path; returns it and a checkpoint for the predict benchmark."""
     import hydra
-    from omegaconf import OmegaConf
+
+    from stainfree.training import resolved_config
 
     gpu = device.type == "cuda"
     run_dir = out_dir / f"train_{name}"
@@ -149,10 +153,12 @@ def train_path(name: str, sizes: Sizes, device: torch.device, out_dir: Path, dat
         f"model.input_size={sizes.input_size[name]}", "model.backbone.pretrained=false",
         f"model.channels_last={str(gpu).lower()}", f"model.compile={str(compile).lower()}",
         f"data.batch_size={sizes.batch_size}", f"data.num_workers={sizes.num_workers}",
-        f"data.pin_memory={str(gpu).lower()}", f"paths.output_dir={run_dir}",
-        f"+trainer.max_steps={sizes.warmup + sizes.steps}", "trainer.max_epochs=-1",
-        "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "trainer.enable_checkpointing=false",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *extra,
+        f"data.pin_memory={str(gpu).lower()}",
+        f"data.persistent_workers={str(gpu and sizes.num_workers > 0).lower()}", f"paths.output_dir={run_dir}",
+        # `++`: set whether or not conf/trainer names the key
+        f"++trainer.max_steps={sizes.warmup + sizes.steps}", "trainer.max_epochs=-1",
+        "++trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "++trainer.enable_checkpointing=false",
+        "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false", *extra,
     ]
     cfg = compose_train_cfg(overrides)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -161,10 +167,8 @@ def train_path(name: str, sizes: Sizes, device: torch.device, out_dir: Path, dat
     timer = StepTimer(sizes.warmup)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values() if "_target_" in c]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[timer], logger=loggers or False)
-    model.run_metadata = dict(config=OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(model=model, datamodule=datamodule)
-    if hasattr(datamodule, "preprocess_config"):
-        model.run_metadata["preprocess"] = datamodule.preprocess_config()
+    model.run_metadata = dict(config=resolved_config(cfg))
+    trainer.fit(model=model, datamodule=datamodule)  # the module stores the preprocess settings itself
     ckpt = run_dir / "bench.ckpt"
     trainer.save_checkpoint(ckpt)
     return timer.images_per_second, ckpt
