@@ -49,7 +49,8 @@ def test_compare_writes_table_and_overlay(tmp_path, capsys):
     paths = compare(root)
     table = pd.read_csv(paths["csv"])
     assert list(table["model"]) == ["resnet18", "squeezenet", "inception_v3"]
-    assert list(table["run"]) == [f"experiment=notreat_resnet18 model={m}" for m in table["model"]]
+    # the overrides every job shares (experiment=...) are left out of the names
+    assert list(table["run"]) == [f"model={m}" for m in table["model"]]
     for _, row in table.iterrows():
         m = expected[row["model"]]
         assert row["bal_acc"] == pytest.approx(m["bal_acc"])
@@ -59,7 +60,7 @@ def test_compare_writes_table_and_overlay(tmp_path, capsys):
     md = paths["md"].read_text()
     m = expected["squeezenet"]
     assert f"{m['bal_acc']:.3f} [{m['bal_acc_ci']['lower']:.3f}, {m['bal_acc_ci']['upper']:.3f}]" in md
-    assert md.count("\n| experiment=") == 3
+    assert md.count("\n| model=") == 3
     assert paths["roc"].read_bytes()[:4] == b"\x89PNG"
     # Running it again keeps the first comparison and writes a new folder.
     again = compare(root)

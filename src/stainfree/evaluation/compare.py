@@ -69,6 +69,18 @@ def run_name(job_dir: Path, root: Path) -> str:
     return str(rel)
 
 
+def _drop_shared_overrides(runs: list[RunResult]) -> None:
+    """Name each run by the overrides that differ between runs (``-m model=a,b`` -> ``model=a``)."""
+    if len(runs) < 2:
+        return
+    split = [r.name.split(" ") for r in runs]
+    shared = set(split[0]).intersection(*split[1:])
+    for run, parts in zip(runs, split):
+        distinct = [p for p in parts if p not in shared]
+        if distinct:
+            run.name = " ".join(distinct)
+
+
 def find_runs(root: str | Path) -> list[RunResult]:
     """Every job folder under ``root`` with an ``eval*/metrics.json`` (latest report per job)."""
     root = Path(root)
@@ -90,6 +102,7 @@ def find_runs(root: str | Path) -> list[RunResult]:
         config = _read_yaml(job_dir / ".hydra" / "config.yaml")
         runs.append(RunResult(job_dir, report_dir, run_name(job_dir, root), metrics, predictions,
                               config if isinstance(config, dict) else {}))
+    _drop_shared_overrides(runs)
     if not runs:
         raise NoRunsFound(
             f"{root}: no eval/metrics.json below it; train with the test_artifacts callback or run "
