@@ -35,6 +35,16 @@ def test_4pl_decreasing_response_and_zero_dose_ignored():
     assert fit.n_points == 5
 
 
+def test_4pl_plateaus_stay_inside_limits_for_fractions():
+    """A shallow, noisy dead-fraction series must not level off below 0 % dead."""
+    doses = np.repeat([0.01, 0.1, 1, 10, 100], 2)
+    resp = np.array([0.13, 0.27, 0.37, 0.43, 0.58, 0.30, 0.65, 0.59, 0.61, 0.62])
+    free = fit_dose_response(doses, resp)
+    bounded = fit_dose_response(doses, resp, limits=(0.0, 1.0))
+    assert free.bottom < 0  # the unconstrained fit wanders below zero on these points
+    assert 0.0 <= bounded.bottom <= 1.0 and 0.0 <= bounded.top <= 1.0
+
+
 def test_4pl_clear_errors():
     with pytest.raises(DoseResponseError, match="needs >= 4"):
         fit_dose_response([0.1, 1, 10], [0.1, 0.5, 0.9], "x")

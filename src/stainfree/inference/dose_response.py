@@ -48,6 +48,10 @@ class DoseResponseFit:
                          math.log10(self.ic50))
 
 
+# an IC50 interval wider than this many decades each side says "not determined", not a number
+MAX_CI_DECADES = 3
+
+
 def logistic4(log_dose: np.ndarray, bottom: float, top: float, hill: float, log_ic50: float) -> np.ndarray:
     """4PL on log10 dose; ``hill`` > 0 and the curve moves from ``bottom`` (low dose) to ``top``."""
     z = np.clip(hill * (log_ic50 - np.asarray(log_dose, dtype=float)), -50.0, 50.0)
@@ -55,12 +59,13 @@ def logistic4(log_dose: np.ndarray, bottom: float, top: float, hill: float, log_
 
 
 def fit_dose_response(dose: np.ndarray | list[float], response: np.ndarray | list[float], compound: str = "",
-                      ci: float = 0.95) -> DoseResponseFit:
+                      ci: float = 0.95, limits: tuple[float, float] | None = None) -> DoseResponseFit:
     """Fit a 4PL to (dose, response) points, one point per well.
 
     Zero doses (vehicle) cannot sit on a log axis and are left out of the fit. Several starting
     points are tried (log IC50 at each tested dose), and the fit with the lowest residual sum of
-    squares wins, so a poor first guess does not decide the result.
+    squares wins, so a poor first guess does not decide the result. ``limits`` bounds the
+    plateaus (``(0, 1)`` for a dead fraction: a curve may not level off at -50 % dead).
     """
     dose = np.asarray(dose, dtype=float)
     response = np.asarray(response, dtype=float)
@@ -79,10 +84,9 @@ def fit_dose_response(dose: np.ndarray | list[float], response: np.ndarray | lis
     lo_mean = float(y[x == levels[0]].mean())
     hi_mean = float(y[x == levels[-1]].mean())
     span = levels[-1] - levels[0]
-    bounds = (
-        [min(y.min(), 0.0) - spread, min(y.min(), 0.0) - spread, 0.05, levels[0] - span - 1],
-        [max(y.max(), 1.0) + spread, max(y.max(), 1.0) + spread, 20.0, levels[-1] + span + 1],
-    )
+    low, high = limits if limits is not None else (min(y.min(), 0.0) - spread, max(y.max(), 1.0) + spread)
+    bounds = ([low, low, 0.05, levels[0] - span - 1], [high, high, 20.0, levels[-1] + span + 1])
+    lo_mean, hi_mean = float(np.clip(lo_mean, low, high)), float(np.clip(hi_mean, low, high))
     best = None
     for start in levels:
         for hill0 in (1.0, 3.0):
@@ -114,6 +118,9 @@ def fit_dose_response(dose: np.ndarray | list[float], response: np.ndarray | lis
     else:
         half = stats.t.ppf(0.5 + ci / 2, dof) * math.sqrt(cov[3, 3])
         ci_low, ci_high = 10 ** (log_ic50 - half), 10 ** (log_ic50 + half)
+        if half > MAX_CI_DECADES:
+            notes.append(f"IC50 CI spans more than {MAX_CI_DECADES} decades each side: the IC50 is not "
+                         "determined by these doses (add doses around the rise or replicate wells)")
     extrapolated = not (levels[0] <= log_ic50 <= levels[-1])
     if extrapolated:
         notes.append("IC50 lies outside the tested dose range: treat it as an extrapolation")
@@ -155,8 +162,12 @@ def plot_dose_response(path: str | os.PathLike, dose: np.ndarray, response: np.n
         grid = np.logspace(math.log10(lo), math.log10(hi), 200)
         ax.plot(grid, fit.predict(grid), color="C1", label=f"4PL fit (R2 {fit.r2:.2f})")
         label = f"IC50 {fit.ic50:.3g}"
-        if math.isfinite(fit.ic50_ci_low):
+        if math.isfinite(fit.ic50_ci_low) and math.log10(fit.ic50_ci_high / fit.ic50_ci_low) <= 2 * MAX_CI_DECADES:
             label += f" [{fit.ic50_ci_low:.3g}, {fit.ic50_ci_high:.3g}]"
+        else:
+            label += " (CI not determined)"
+        if fit.extrapolated:
+            label += ", extrapolated"
         ax.axvline(fit.ic50, color="C1", linestyle="--", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("dose")

@@ -42,7 +42,7 @@ def plate_report(plate: pd.DataFrame, images: pd.DataFrame, out_dir: Path, plate
     for compound, group in dosed.groupby("compound", sort=True):
         entry = {"compound": compound}
         try:
-            fit = fit_dose_response(group["dose"], group["dead_fraction"], str(compound))
+            fit = fit_dose_response(group["dose"], group["dead_fraction"], str(compound), limits=(0.0, 1.0))
             entry.update(fit.to_dict())
         except DoseResponseError as exc:
             fit = None
