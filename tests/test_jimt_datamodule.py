@@ -127,3 +127,18 @@ def test_unknown_dataset_and_num_classes(synthetic_root: Path, dm: JimtDataModul
         make_dm(synthetic_root, dataset="cisplatin").setup("fit")
     with pytest.raises(ValueError, match="generated with"):
         make_dm(synthetic_root, synthetic={"frames_notreat": 3, "frames_doxo": 0, "seed": 2}).prepare_data()
+
+
+def test_train_loader_never_ends_on_a_batch_of_one(dm: JimtDataModule) -> None:
+    """BatchNorm cannot train on one sample: a lone last draw is dropped, other sizes keep all."""
+    from stainfree.data.samplers import drop_lone_last_batch
+
+    assert drop_lone_last_batch(17, 8) and not drop_lone_last_batch(16, 8) and not drop_lone_last_batch(18, 8)
+    assert not drop_lone_last_batch(1, 8)
+    n = len(dm.split_table("train"))
+    dm.batch_size = n - 1  # two batches: n - 1, then 1
+    try:
+        sizes = [len(b["target"]) for b in dm.train_dataloader()]
+    finally:
+        dm.batch_size = 8
+    assert sizes == [n - 1]

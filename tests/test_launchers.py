@@ -65,11 +65,14 @@ def _run_train(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_optuna_two_trials(tmp_path):
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+def test_optuna_two_trials(tmp_path, storage):
     import pandas as pd
 
     _prepare_demo(tmp_path)
-    done = _run_train(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2")
+    db = tmp_path / "optuna.db"
+    extra = [f"hydra.sweeper.storage=sqlite:///{db}"] if storage == "sqlite" else []
+    done = _run_train(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2", *extra)
     assert done.returncode == 0, done.stderr[-3000:]
     values = []
     for job in ("0", "1"):
@@ -83,6 +86,11 @@ def test_optuna_two_trials(tmp_path):
     assert best.name == "optuna"
     assert best.best_value == pytest.approx(max(values), abs=1e-6)
     assert set(best.best_params) == {"model.optimizer.lr", "model.optimizer.weight_decay", "data.batch_size"}
+    if storage == "sqlite":  # the study is in the database, so an interrupted search can continue
+        import optuna
+
+        study = optuna.load_study(study_name="train_demo", storage=f"sqlite:///{db}")  # task_experiment
+        assert len(study.trials) == 2 and study.best_value == pytest.approx(best.best_value, abs=1e-6)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from conftest import ROOT, compose_config
 from stainfree.data.jimt.synthetic import generate_dataset
-from stainfree.training import train
+from stainfree.training import optimized_value, train
 from stainfree.utils.wandb_records import read_history
 
 # A few small frames and a tiny input keep every run to seconds on 2 CPU cores.
@@ -100,6 +100,10 @@ def test_failing_job_in_multirun_does_not_raise(tiny_manifest: Path, tmp_path: P
     metrics, _ = train(cfg)  # inside a sweep: logged, recorded, the sweep goes on
     assert metrics["failed"] is True
     assert "not_a_backbone" in (Path(cfg.paths.output_dir) / "FAILED.txt").read_text()
+    # a sweeper gets None (Optuna records a failed trial) rather than NaN (which crashes its search)
+    assert optimized_value(cfg, metrics) is None
+    assert optimized_value(cfg, {cfg.optimized_metric: float("nan")}) is None
+    assert optimized_value(cfg, {cfg.optimized_metric: 0.75}) == 0.75
 
 
 def test_multirun_over_two_models_writes_two_runs(tiny_manifest: Path, tmp_path: Path) -> None:

@@ -112,11 +112,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """The value a sweeper maximises, or None when no metric is named."""
+    """The value a sweeper maximises; None when no metric is named, the job failed or diverged.
+
+    None (not NaN) for a failed job: the Optuna sweeper records a trial that returns None as
+    failed and goes on (within max_failure_rate), while a NaN return crashes the whole search.
+    """
     name = cfg.get("optimized_metric")
-    if not name:
+    if not name or metrics.get("failed"):
         return None
     if name not in metrics:
         raise KeyError(f"optimized_metric={name} was not logged; logged: {sorted(metrics)}")
     value = float(metrics[name])
-    return value if not math.isnan(value) else float("nan")
+    return None if math.isnan(value) else value

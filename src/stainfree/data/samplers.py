@@ -103,3 +103,13 @@ class EpochRandomSampler(_EpochSharded, RandomSampler, DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         self.generator = self._generator()
         return self._shard([int(i) for i in RandomSampler.__iter__(self)])
+
+
+def drop_lone_last_batch(samples_per_rank: int, batch_size: int) -> bool:
+    """``drop_last`` for a training loader: True only when the last batch would hold one sample.
+
+    BatchNorm cannot train on a batch of one (it raises mid-epoch), and any dataset whose size is
+    1 more than a multiple of the batch size would hit it; dropping that one draw of a random
+    epoch costs nothing, while every other batch size keeps all samples.
+    """
+    return samples_per_rank > batch_size and samples_per_rank % batch_size == 1

@@ -1,7 +1,8 @@
 """Decorator around a task (train/eval) that makes a multirun survive one failing job.
 
 A crash is logged with its run folder, W&B is closed so the next job starts clean, and the
-error is re-raised (single run) or swallowed (multirun: the sweep goes on, the job returns NaN).
+error is re-raised (single run) or swallowed (multirun: the sweep goes on; the job reports
+failed=True and a NaN metric, and train.py returns None to the sweeper).
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ from stainfree.data.celldeath.dataset import TileDataset
 from stainfree.data.celldeath.naming import NameScheme
 from stainfree.data.celldeath.tiling import TileSpec, build_tiles, tile_boxes
 from stainfree.data.celldeath.transforms import TLMAugment
-from stainfree.data.samplers import EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights
+from stainfree.data.samplers import (EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights,
+                                     drop_lone_last_batch)
 from stainfree.utils.atomic import atomic_path, unique_path
 
 log = logging.getLogger(__name__)
@@ -238,9 +239,10 @@ class CellDeathDataModule(pl.LightningDataModule):
         if train:  # epoch-seeded: yields (index, epoch) so augmentation is reproducible on resume
             sampler = (EpochWeightedRandomSampler(class_balanced_weights(ds.targets), len(ds), seed=self.seed)
                        if self.weighted_sampler else EpochRandomSampler(ds, seed=self.seed))
+        drop_last = train and drop_lone_last_batch(len(sampler), self.batch_size)
         return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size,
                           sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, drop_last=False, persistent_workers=self.num_workers > 0)
+                          pin_memory=self.pin_memory, drop_last=drop_last, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -17,7 +17,8 @@ from stainfree.data.jimt import preprocess
 from stainfree.data.jimt.dataset import JimtPatchDataset
 from stainfree.data.jimt.labels import CLASS_NAMES
 from stainfree.data.jimt.manifest import load_manifest
-from stainfree.data.samplers import EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights
+from stainfree.data.samplers import (EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights,
+                                     drop_lone_last_batch)
 
 _STAGE_SPLIT = {"fit": "train", "train": "train", "validate": "val", "val": "val",
                 "test": "test", "predict": "test"}
@@ -169,7 +170,7 @@ class JimtDataModule(pl.LightningDataModule):
             sampler = EpochRandomSampler(ds, num_samples=self.samples_per_epoch, seed=self.seed, **shard)
         self._train_sampler = sampler
         self.set_epoch(trainer.current_epoch if trainer is not None else self._epoch)
-        return self._loader(ds, sampler=sampler)
+        return self._loader(ds, sampler=sampler, drop_last=drop_lone_last_batch(len(sampler), self.batch_size))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("val", augment=False), shuffle=False)
