@@ -51,15 +51,12 @@ def _batch_size(n_train: int) -> int:
     return next(b for b in range(16, 1, -1) if per_rank % b != 1)
 
 
-CSV_SPAWN_BUG = ("Lightning's CSVLogger in the parent process does not know the columns a spawned fit wrote, "
-                 "so logging test metrics after a ddp_spawn fit fails (dict contains fields not in fieldnames)")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy,logger", [
     ("ddp", "csv"),
     ("ddp_spawn", "none"),
-    pytest.param("ddp_spawn", "csv", marks=pytest.mark.xfail(strict=True, reason=CSV_SPAWN_BUG)),
+    # the parent's CSVLogger must adopt the columns the spawned fit wrote (training.adopt_csv_columns)
+    ("ddp_spawn", "csv"),
 ])
 def test_ddp_two_cpu_processes_unpadded_test_metrics(tmp_path, strategy, logger):
     data, n_test, n_train = _prepare(tmp_path)

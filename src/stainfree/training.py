@@ -1,6 +1,7 @@
 """The training task: data + model + trainer from the Hydra config, fit, then test the best checkpoint."""
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.loggers import CSVLogger
 
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
@@ -74,6 +76,26 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
+def adopt_csv_columns(trainer: pl.Trainer) -> None:
+    """Teach each CSVLogger the columns already in its metrics.csv.
+
+    After a ``ddp_spawn`` fit the rows were written by the spawned processes, so the parent's
+    writer knows no columns; logging the test metrics would then rewrite the file with only the
+    test columns and fail ("dict contains fields not in fieldnames").
+    """
+    if trainer.global_rank != 0:  # other ranks hold a dummy writer and log nothing
+        return
+    for logger in trainer.loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        writer = logger.experiment
+        path = Path(writer.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as file:
+                header = next(csv.reader(file), [])
+            writer.metrics_keys = sorted(set(writer.metrics_keys) | set(header))
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit and test; returns (metrics, objects). The sweep target is ``cfg.optimized_metric``."""
@@ -100,6 +122,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        adopt_csv_columns(trainer)
         metrics.update(_float_metrics(trainer.callback_metrics))
     if cfg.get("test", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
