@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without `pip install -e`
 
+from stainfree.utils.cli import multirun_flag_first  # noqa: E402
 from stainfree.utils.env import configure_offline_environment  # noqa: E402
 
 configure_offline_environment()
@@ -37,4 +38,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    multirun_flag_first()  # `python eval.py experiment=x -m ...` works like train.py
     main()

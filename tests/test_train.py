@@ -109,7 +109,8 @@ def test_failing_job_in_multirun_does_not_raise(tiny_manifest: Path, tmp_path: P
 def test_multirun_over_two_models_writes_two_runs(tiny_manifest: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [
-        sys.executable, str(ROOT / "train.py"), "-m", "experiment=demo", "model=resnet18,squeezenet",
+        # the README's form: -m between overrides (Hydra's own parser would reject it)
+        sys.executable, str(ROOT / "train.py"), "experiment=demo", "-m", "model=resnet18,squeezenet",
         *TINY, *_data_overrides(tiny_manifest), "trainer.max_epochs=1", "logger=csv",
         f"paths.log_dir={tmp_path / 'logs'}", "callbacks.test_artifacts=null",
     ]

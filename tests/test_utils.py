@@ -102,3 +102,12 @@ def test_atomic_writes_get_umask_permissions_not_private_temp_ones(tmp_path: Pat
     finally:
         os.umask(old)
         atomic._UMASK = None
+
+
+def test_multirun_flag_moves_before_the_overrides() -> None:
+    from stainfree.utils.cli import multirun_flag_first
+
+    argv = ["train.py", "experiment=doxo_inception", "-m", "model=resnet18,squeezenet"]
+    assert multirun_flag_first(argv) == ["train.py", "-m", "experiment=doxo_inception", "model=resnet18,squeezenet"]
+    assert multirun_flag_first(["train.py", "a=1"]) == ["train.py", "a=1"]
+    assert multirun_flag_first(["train.py", "a=1", "--multirun"]) == ["train.py", "--multirun", "a=1"]
