@@ -82,6 +82,8 @@ def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, t
     assert len(run_files) == 1
     logged = set().union(*read_history(run_files[0]))
     assert {"train/loss", "val/bal_acc", "val/auroc", "test/bal_acc", "test/auroc"} <= logged
+    # the eval figures went to W&B as images too
+    assert {"test/roc/_type", "test/confusion_matrix/_type", "test/gradcam_confident/_type"} <= logged
     assert (run / "csv" / "metrics.csv").is_file()
 
 
