@@ -21,7 +21,7 @@ configure_offline_environment()
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from stainfree.evaluation.evaluate import CheckpointMismatchError, evaluate  # noqa: E402
+from stainfree.tasks.evaluate import CheckpointMismatchError, evaluate  # noqa: E402
 from stainfree.evaluation.report import ReportError  # noqa: E402
 
 

@@ -25,7 +25,8 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     from stainfree.inference.platemap import PlateMapError
-    from stainfree.inference.predictor import PredictError, predict
+    from stainfree.inference.predictor import PredictError
+    from stainfree.tasks.predict import predict
 
     try:
         summary = predict(

@@ -17,8 +17,7 @@ configure_offline_environment()
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from stainfree.reporting import print_run_summary  # noqa: E402
-from stainfree.training import optimized_value, train  # noqa: E402
+from stainfree.tasks.train import optimized_value, print_run_summary, train  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -144,7 +144,7 @@ def train_path(name: str, sizes: Sizes, device: torch.device, out_dir: Path, dat
     """(b) images/s of the real training path; returns it and a checkpoint for the predict benchmark."""
     import hydra
 
-    from stainfree.training import resolved_config
+    from stainfree.tasks.train import resolved_config
 
     gpu = device.type == "cuda"
     run_dir = out_dir / f"train_{name}"
@@ -204,7 +204,7 @@ def preprocess_throughput(paths: list[Path], preprocess: dict[str, Any]) -> floa
 
 def predict_throughput(ckpt: Path, frames: Path, out: Path, device: torch.device, sizes: Sizes) -> float:
     """Raw frames/s of the whole predict() (reading, tiling, inference, CSVs; overlays off)."""
-    from stainfree.inference.predictor import predict
+    from stainfree.tasks.predict import predict
 
     kw = dict(device=str(device), batch_size=sizes.batch_size, num_workers=sizes.num_workers, overlays=False,
               progress=False)

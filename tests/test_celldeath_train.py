@@ -13,13 +13,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from stainfree.training import train
+from stainfree.tasks.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "celldeath-u2os" / "full"
 TINY = ["trainer=cpu", "logger=csv", "model=resnet18", "model.input_size=32", "trainer.max_epochs=1",
         "trainer.num_sanity_val_steps=0", "callbacks.progress_bar=null", "data.num_workers=0",
-        "callbacks.test_artifacts.tsne_max_points=40"]
+        "callbacks.eval_report.tsne_max_points=40"]
 
 
 def compose_config(tmp_path: Path, overrides: list[str]) -> DictConfig:
@@ -60,7 +60,7 @@ def test_loco_sweep_on_synthetic_lines(tmp_path: Path) -> None:
            "data.holdout_cell_line=PC3,MCF7", "data.synthetic.lines=[PC3,MCF7]", "data.synthetic.images_per_group=2",
            "data.synthetic.replicates=1", "data.synthetic.size=[320,240]", "+trainer.limit_train_batches=2",
            f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
-           f"hydra.sweep.dir={tmp_path / 'sweep'}", "callbacks.test_artifacts=null"] + TINY[:-1] + ["model=squeezenet"]
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", "callbacks.eval_report=null"] + TINY[:-1] + ["model=squeezenet"]
     env = dict(os.environ, PROJECT_ROOT=str(ROOT), WANDB_MODE="offline", NO_ALBUMENTATIONS_UPDATE="1")
     run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -12,7 +12,7 @@ from stainfree.evaluation.metrics import compute_metrics
 
 
 def _fake_job(job_dir, model: str, quality: float, seed: int, report: str = "eval") -> dict:
-    """A job folder as train.py + TestArtifacts leave it (metrics.json, predictions.csv, overrides)."""
+    """A job folder as train.py + EvalReport leave it (metrics.json, predictions.csv, overrides)."""
     rng = np.random.default_rng(seed)
     target = rng.integers(0, 2, 200)
     p_dead = np.clip(0.5 + quality * (target - 0.5) + rng.normal(0, 0.25, 200), 0, 1)

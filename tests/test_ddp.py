@@ -49,7 +49,7 @@ def _prepare(tmp: Path) -> tuple[list[str], int]:
 @pytest.mark.parametrize("strategy,logger", [
     ("ddp", "csv"),
     ("ddp_spawn", "none"),
-    # the parent's CSVLogger must adopt the columns the spawned fit wrote (training.adopt_csv_columns)
+    # the parent's CSVLogger must adopt the columns the spawned fit wrote (tasks.train.adopt_csv_columns)
     ("ddp_spawn", "csv"),
 ])
 def test_ddp_two_cpu_processes_unpadded_test_metrics(tmp_path, strategy, logger):

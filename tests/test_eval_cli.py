@@ -12,8 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
-from stainfree.evaluation.evaluate import CheckpointMismatchError, evaluate
-from stainfree.training import train
+from stainfree.tasks.evaluate import CheckpointMismatchError, evaluate
+from stainfree.tasks.train import train
 
 TINY = [
     "experiment=demo",
@@ -25,7 +25,7 @@ TINY = [
     "model.input_size=32",
     "data.num_workers=0",
     "data.synthetic.frames_notreat=12",
-    "callbacks.test_artifacts.tsne_max_points=60",
+    "callbacks.eval_report.tsne_max_points=60",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Report + TestArtifacts callback on a tiny stand-in DataModule and the real LiveDeadClassifier."""
+"""Report + EvalReport callback on a tiny stand-in DataModule and the real LiveDeadClassifier."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stainfree.callbacks.test_artifacts import TestArtifacts
+from stainfree.callbacks.eval_report import EvalReport
 from stainfree.evaluation.report import ReportError, gradcam_selection, write_report
 from stainfree.models.classifier import LiveDeadClassifier
 
@@ -89,7 +89,7 @@ def _trainer(tmp_path, callbacks=()) -> pl.Trainer:
 
 def test_callback_report_matches_logged_test_metrics(tmp_path):
     dm, model = _TinyJimt(), _model()
-    callback = TestArtifacts(output_dir=str(tmp_path / "run"))
+    callback = EvalReport(output_dir=str(tmp_path / "run"))
     trainer = _trainer(tmp_path, [callback])
     trainer.fit(model, datamodule=dm)
     logged = trainer.test(model, datamodule=dm, verbose=False)[0]

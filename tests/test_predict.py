@@ -16,8 +16,9 @@ import tifffile
 import torch
 from torch.utils.data import DataLoader
 
-from stainfree.inference.predictor import PredictError, predict
+from stainfree.inference.predictor import PredictError
 from stainfree.models.classifier import LiveDeadClassifier
+from stainfree.tasks.predict import predict
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID_PREPROCESS = {"study": "celldeath", "window": None, "n_tiles": 4, "grid": [2, 2], "input_size": 32,

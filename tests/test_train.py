@@ -14,9 +14,9 @@ from omegaconf import OmegaConf, open_dict
 from sklearn.metrics import balanced_accuracy_score
 
 from conftest import ROOT, compose_config
+from helpers.wandb_records import read_history
 from stainfree.data.jimt.synthetic import generate_dataset
-from stainfree.training import optimized_value, train
-from stainfree.utils.wandb_records import read_history
+from stainfree.tasks.train import optimized_value, train
 
 # A few small frames and a tiny input keep every run to seconds on 2 CPU cores.
 TINY = [
@@ -114,7 +114,7 @@ def test_multirun_over_two_models_writes_two_runs(tiny_manifest: Path, tmp_path:
         # the README's form: -m between overrides (Hydra's own parser would reject it)
         sys.executable, str(ROOT / "train.py"), "experiment=demo", "-m", "model=resnet18,squeezenet",
         *TINY, *_data_overrides(tiny_manifest), "trainer.max_epochs=1", "logger=csv",
-        f"paths.log_dir={tmp_path / 'logs'}", "callbacks.test_artifacts=null",
+        f"paths.log_dir={tmp_path / 'logs'}", "callbacks.eval_report=null",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

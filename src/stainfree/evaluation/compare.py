@@ -1,7 +1,7 @@
 """Compare the runs of a multirun: one table of test metrics with intervals, one overlaid ROC figure.
 
 ``python -m stainfree.evaluation.compare logs/train/multiruns/<time> [--out DIR]`` reads each job's
-``eval/metrics.json`` and ``eval/predictions.csv`` (written by the TestArtifacts callback or
+``eval/metrics.json`` and ``eval/predictions.csv`` (written by the EvalReport callback or
 eval.py) and ``.hydra/overrides.yaml`` for the job's name; no W&B needed (the paper's Figure 4a).
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ def find_runs(root: str | Path) -> list[RunResult]:
     _drop_shared_overrides(runs)
     if not runs:
         raise NoRunsFound(
-            f"{root}: no eval/metrics.json below it; train with the test_artifacts callback or run "
+            f"{root}: no eval/metrics.json below it; train with the eval_report callback or run "
             "`python eval.py ckpt_path=...` for each job first"
         )
     return runs

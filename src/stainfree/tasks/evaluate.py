@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from stainfree.callbacks.test_artifacts import TestArtifacts
+from stainfree.callbacks.eval_report import EvalReport
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
@@ -128,7 +128,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         check_compatible(cfg, meta, datamodule)
     model = LiveDeadClassifier.from_checkpoint(meta["path"])
 
-    artifacts = TestArtifacts(out_subdir=cfg.get("report_subdir", "eval"), output_dir=cfg.paths.output_dir,
+    artifacts = EvalReport(out_subdir=cfg.get("report_subdir", "eval"), output_dir=cfg.paths.output_dir,
                               tsne_max_points=int(cfg.get("tsne_max_points", 2000)))
     callbacks = [artifacts] + instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))

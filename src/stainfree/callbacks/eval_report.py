@@ -17,14 +17,12 @@ from stainfree.utils.pylogger import get_logger
 log = get_logger(__name__)
 
 
-class TestArtifacts(pl.Callback):
+class EvalReport(pl.Callback):
     """At the end of each test pass: ``write_report`` into ``<run dir>/<out_subdir>`` (rank zero).
 
     The run dir is ``output_dir`` when given (Hydra's ``${paths.output_dir}``), else the trainer's
     ``default_root_dir``. A second test pass writes ``eval_1/`` and so on: nothing is overwritten.
     """
-
-    __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, out_subdir: str = "eval", output_dir: str | None = None, tsne_max_points: int = 2000) -> None:
         super().__init__()
@@ -41,7 +39,7 @@ class TestArtifacts(pl.Callback):
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "split_table"):
             log.warning(
-                "TestArtifacts: no DataModule with split_table() attached to the trainer; "
+                "EvalReport: no DataModule with split_table() attached to the trainer; "
                 "call trainer.test(datamodule=...) to get the evaluation report"
             )
             return

@@ -1,4 +1,4 @@
-"""Read an offline W&B run file (``run-*.wandb``) without the W&B service.
+"""Read an offline W&B run file (``run-*.wandb``) without the W&B service (used by the tests).
 
 Offline runs are only protobuf records in a LevelDB-style log: this lets tests and users check
 what was logged (metric keys, summary) before ``wandb sync``.

@@ -1,0 +1,147 @@
+"""The predict task: raw frames + a checkpoint -> per-patch, per-image and (with a plate map) per-well results.
+
+A folder of raw frames is a user's real data, so one bad file must never cost the whole run:
+each file's failure is recorded and reported at the end, and the run fails only when nothing
+could be processed. Reading and tiling run in DataLoader workers so the accelerator is not kept
+waiting on the CPU.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stainfree.data.imageio import list_images
+from stainfree.inference.predictor import (
+    FrameDataset,
+    PredictError,
+    PredictSummary,
+    autocast_dtype,
+    classify,
+    dead_class_index,
+    flat_name,
+    image_names,
+    image_row,
+    iter_frames,
+    load_model,
+    patch_table,
+    resolve_device,
+)
+from stainfree.inference.tiling import Tiles, build_tiler
+from stainfree.inference.writers import write_csv, write_json
+from stainfree.utils.atomic import unique_path
+
+
+def predict(
+    ckpt_path: str | os.PathLike,
+    input: str | os.PathLike,  # noqa: A002 - the user-facing option name
+    output_dir: str | os.PathLike,
+    plate_map: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    num_workers: int = 0,
+    positive_class: str | None = None,
+    overlays: bool = True,
+    precision: str = "auto",
+    n_boot: int = 2000,
+    seed: int = 0,
+    progress: bool = True,
+) -> PredictSummary:
+    """Run the whole prediction; returns the summary (also written as summary.json).
+
+    Raises :class:`PredictError` before any work when the checkpoint/input/plate map is unusable,
+    and after the loop when no image at all could be processed.
+    """
+    from tqdm.auto import tqdm
+
+    from stainfree.inference.overlay import add_legend, heatmap_overlay, save_overlay
+    from stainfree.inference.platemap import read_plate_map
+
+    if batch_size < 1:
+        raise PredictError(f"batch_size={batch_size}: must be >= 1")
+    started = time.perf_counter()
+    out_dir = Path(output_dir)
+    if not Path(ckpt_path).is_file():
+        raise PredictError(f"ckpt_path={ckpt_path}: no such checkpoint; point it at <run>/checkpoints/best.ckpt")
+    root = Path(input)
+    if not root.exists():
+        raise PredictError(f"input={input}: no such file or folder; pass a raw image or a folder of them")
+    paths = list_images(root)
+    if not paths:
+        raise PredictError(f"input={input}: no PNG/JPG/TIFF images found (searched recursively)")
+    plate = read_plate_map(plate_map) if plate_map else None  # fail before hours of inference
+    dev = resolve_device(device)
+    model, meta = load_model(ckpt_path, dev)
+    amp_dtype = autocast_dtype(precision, dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    class_names = [str(c) for c in meta["class_names"]]
+    dead = dead_class_index(class_names, positive_class)
+    tiler = build_tiler(meta["preprocess"])
+    names = image_names(root, paths)
+    summary = PredictSummary(output_dir=out_dir, n_images=len(paths))
+    if meta.get("preprocess_rebuilt"):
+        summary.warnings.append(f"{ckpt_path} has no stored preprocess settings; they were rebuilt from its data "
+                                "config (retrain with the current train.py to store them)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    overlay_dir = out_dir / "overlays"
+    patch_rows: list[pd.DataFrame] = []
+    image_rows: list[dict[str, Any]] = []
+    prob_cols = [f"p({c})" for c in class_names]
+    loop_start = time.perf_counter()
+    with torch.inference_mode():
+        for item in tqdm(iter_frames(FrameDataset(paths, names, tiler), num_workers), total=len(paths),
+                         desc="predict", unit="frame", disable=not progress):
+            if item["error"] is not None:
+                summary.failures.append(dict(image=item["name"], error=item["error"]))
+                continue
+            tiles: Tiles = item["tiles"]
+            probs = np.full((len(tiles.empty), len(class_names)), np.nan, np.float32)
+            keep = ~tiles.empty
+            if keep.any():
+                probs[keep] = classify(model, tiles.patches[keep], dev, batch_size, amp_dtype)
+            table = patch_table(item["name"], tiles, probs, class_names, prob_cols)
+            patch_rows.append(table)
+            image_rows.append(image_row(item["name"], tiles, probs, dead))
+            if overlays:
+                overlay = heatmap_overlay(tiles.frame8, tiles.boxes, probs[:, dead], tiles.empty)
+                row = image_rows[-1]
+                caption = (f"{item['name']}: {row['n_dead']}/{row['n_patches'] - row['n_empty']} patches "
+                           f"{class_names[dead]} ({row['n_empty']} empty)")
+                overlay = add_legend(overlay, caption, dead_label=class_names[dead])
+                file = unique_path(overlay_dir / f"{flat_name(item['name'])}_heatmap.png")
+                save_overlay(file, overlay)
+            summary.n_ok += 1
+            summary.n_patches += len(tiles.empty)
+    summary.loop_seconds = time.perf_counter() - loop_start
+    summary.seconds = time.perf_counter() - started
+    if summary.n_ok == 0:
+        write_json(out_dir / "summary.json", summary.to_dict())
+        raise PredictError(
+            f"none of the {len(paths)} image(s) under {input} could be processed; first error: "
+            f"{summary.failures[0]['error']}"
+        )
+    patches = pd.concat(patch_rows, ignore_index=True)
+    images = pd.DataFrame(image_rows)
+    summary.files["patches"] = write_csv(out_dir / "patches.csv", patches)
+    summary.files["images"] = write_csv(out_dir / "images.csv", images.drop(columns=["sum_p_dead"]))
+    if overlays:
+        summary.files["overlays"] = str(overlay_dir)
+    if summary.failures:
+        summary.files["failed"] = write_csv(out_dir / "failed.csv", pd.DataFrame(summary.failures))
+    if plate is not None:
+        from stainfree.inference.plate_report import plate_report
+
+        summary.files.update(plate_report(plate, images, out_dir, plate_map, summary.warnings,
+                                          n_boot=n_boot, seed=seed))
+    summary.files["summary"] = write_json(out_dir / "summary.json",
+                                           dict(summary.to_dict(), ckpt_path=str(ckpt_path),
+                                                class_names=class_names, dead_class=class_names[dead],
+                                                device=str(dev)))
+    return summary
+
