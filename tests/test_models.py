@@ -17,8 +17,8 @@ MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") 
 
 @pytest.mark.parametrize("model_name", MODEL_CONFIGS)
 def test_model_config_builds_and_trains_one_step(model_name: str, tmp_path: Path) -> None:
-    # without the demo experiment, which shrinks the input to 64 px (too small for Inception)
-    cfg = compose_config(tmp_path, [f"model={model_name}", "data=demo", "~experiment"])
+    # no experiment: each model config at its own input size (Inception 299 px)
+    cfg = compose_config(tmp_path, [f"model={model_name}", "data=demo"])
     size = int(cfg.model.input_size)
     model: LiveDeadClassifier = hydra.utils.instantiate(cfg.model)
     assert model.num_classes == 2
@@ -34,7 +34,7 @@ def test_model_config_builds_and_trains_one_step(model_name: str, tmp_path: Path
 
 
 def test_inception_input_is_299(tmp_path: Path) -> None:
-    cfg = compose_config(tmp_path, ["model=inception_v3", "data=demo", "~experiment"])
+    cfg = compose_config(tmp_path, ["model=inception_v3", "data=demo"])
     assert cfg.model.input_size == 299
     assert cfg.data.input_size == 299
 

@@ -40,6 +40,16 @@ def _data_overrides(manifest: Path) -> list[str]:
     return [f"data.manifest={manifest}", f"data.cache_dir={manifest.parent.parent / 'cache'}", "data.synthetic=null"]
 
 
+def test_experiments_are_opt_in(tmp_path: Path) -> None:
+    """No experiment: the model's and data's own settings (the demo's 64 px / lr 2e-3 only on request)."""
+    cfg = compose_config(tmp_path, ["model=resnet50", "trainer=cpu"])
+    assert cfg.get("experiment_name") is None
+    assert cfg.model.input_size == 224 and cfg.model.optimizer.lr == pytest.approx(1e-5)
+    assert cfg.model.scheduler is None and cfg.trainer.max_epochs == 30
+    demo = compose_config(tmp_path, ["experiment=demo"])
+    assert demo.experiment_name == "demo" and demo.model.input_size == 64 and demo.trainer.max_epochs == 12
+
+
 EXPERIMENTS = ["demo", "notreat_resnet18", "notreat_squeezenet", "doxo_inception"]
 
 
