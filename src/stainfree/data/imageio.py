@@ -7,10 +7,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stainfree.utils.errors import MissingPathError, UserError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
     """An image file could not be read; the message names the file and what to do."""
 
 
@@ -66,7 +68,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     """All image files under ``folder`` (recursive, sorted) so runs are reproducible."""
     folder = Path(folder)
     if not folder.exists():
-        raise FileNotFoundError(f"{folder}: folder not found; check the path you passed")
+        raise MissingPathError(f"{folder}: folder not found; check the path you passed")
     if folder.is_file():
         return [folder]
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -20,12 +20,13 @@ import yaml
 
 from stainfree.evaluation import plots
 from stainfree.utils.atomic import atomic_path, atomic_write_text, unique_path
+from stainfree.utils.errors import MissingPathError
 
 # Overrides that name where things go, not what was trained: left out of a run's display name.
 _NOISE = re.compile(r"^(\+{0,2})(paths|hydra|logger|trainer\.devices|trainer\.accelerator|ckpt_path)[.=]")
 
 
-class NoRunsFound(FileNotFoundError):
+class NoRunsFound(MissingPathError):
     """The folder holds no evaluated runs."""
 
 

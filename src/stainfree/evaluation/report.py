@@ -22,6 +22,7 @@ from stainfree.evaluation.gradcam import find_gradcam_layer, gradcam
 from stainfree.evaluation.metrics import compute_metrics, flat_metrics
 from stainfree.evaluation.tsne import subsample_indices, tsne_embed
 from stainfree.utils.atomic import atomic_path, atomic_write_text, unique_path
+from stainfree.utils.errors import UserError
 from stainfree.utils.pylogger import get_logger
 
 log = get_logger(__name__)
@@ -32,7 +33,7 @@ GRADCAM_PER_CLASS = 4
 BATCH = 64
 
 
-class ReportError(RuntimeError):
+class ReportError(UserError):
     """The module's outputs and the DataModule's split table do not describe the same samples."""
 
 

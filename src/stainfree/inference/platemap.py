@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from stainfree.utils.errors import UserError
+
 REQUIRED_COLUMNS = ("image", "well", "compound")
 OPTIONAL_COLUMNS = ("dose", "control")
 CONTROL_VALUES = ("neg", "pos")
 
 
-class PlateMapError(ValueError):
+class PlateMapError(UserError):
     """The plate map CSV is malformed; the message names the file and the fix."""
 
 

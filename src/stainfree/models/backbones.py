@@ -14,10 +14,12 @@ import torch
 import torchvision
 from torch import nn
 
+from stainfree.utils.errors import UserError
+
 SQUEEZENET_NAMES = ("squeezenet", "squeezenet1_1")
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(UserError):
     """Pretrained weights were asked for but no local copy exists."""
 
 
@@ -50,7 +52,7 @@ def build_backbone(
             pretrained_path=pretrained_path,
         )
     if name not in timm.list_models() and name.split(".")[0] not in timm.list_models():
-        raise ValueError(f"unknown backbone '{name}': use a timm model name (timm.list_models()) or 'squeezenet'")
+        raise UserError(f"unknown backbone '{name}': use a timm model name (timm.list_models()) or 'squeezenet'")
     kwargs: dict = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
     if pretrained or pretrained_path:
         weights_file = pretrained_path or _cached_timm_weights(name)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from stainfree.data.imageio import list_images
 from stainfree.data.celldeath.naming import NameScheme
+from stainfree.utils.errors import MissingPathError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ BINARY_CLASSES = ["control", "celldeath"]
 CATALOG_COLUMNS = ["path", "image_id", "label", "treatment_token", "cell_line", "time", "replicate"]
 
 
-class UnlabelledImagesError(ValueError):
+class UnlabelledImagesError(UserError):
     """Some files match no label token; the message lists them and the fix."""
 
 
@@ -35,13 +36,13 @@ def _describe(names: Sequence[str], what: str, root: Path, fix: str) -> str:
 def scan_folder(root: str | os.PathLike, scheme: NameScheme, on_unlabelled: str = "error") -> pd.DataFrame:
     """Parse every image under ``root``; returns the catalogue sorted by ``image_id`` (path relative to root)."""
     if on_unlabelled not in ("error", "warn"):
-        raise ValueError(f"data.on_unlabelled='{on_unlabelled}' is not supported; use 'error' or 'warn'")
+        raise UserError(f"data.on_unlabelled='{on_unlabelled}' is not supported; use 'error' or 'warn'")
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root={root}: folder not found; point data.root at a folder of TLM images")
+        raise MissingPathError(f"data.root={root}: folder not found; point data.root at a folder of TLM images")
     paths = list_images(root)
     if not paths:
-        raise FileNotFoundError(f"data.root={root}: no PNG/JPG/TIFF images found; check the folder")
+        raise MissingPathError(f"data.root={root}: no PNG/JPG/TIFF images found; check the folder")
     rows, unlabelled = [], []
     for path in paths:
         parsed = scheme.parse(path.name)
@@ -73,12 +74,12 @@ def select_time_points(table: pd.DataFrame, time_points: Iterable[int] | None) -
     wanted = {int(t) for t in time_points}
     missing = table[table["time"].isna()]
     if len(missing):
-        raise ValueError(_describe(list(missing["image_id"]), "have no time token (e.g. `1h`)", Path("data.root"),
+        raise UserError(_describe(list(missing["image_id"]), "have no time token (e.g. `1h`)", Path("data.root"),
                                    "rename them, fix data.naming.time_regex, or set data.time_points=null"))
     kept = table[table["time"].isin(wanted)].reset_index(drop=True)
     if kept.empty:
         found = sorted(int(t) for t in table["time"].unique())
-        raise ValueError(f"data.time_points={sorted(wanted)} selects no image; the folder has time points {found}")
+        raise UserError(f"data.time_points={sorted(wanted)} selects no image; the folder has time points {found}")
     kept.attrs["n_other_time_points"] = len(table) - len(kept)
     return kept
 
@@ -90,11 +91,11 @@ def class_names_for(table: pd.DataFrame, task: str, cell_lines: Sequence[str] | 
     if task == "all_vs_all":
         if table["cell_line"].isna().any():
             bad = list(table.loc[table["cell_line"].isna(), "image_id"])
-            raise ValueError(_describe(bad, "have no cell-line token", Path("data.root"),
+            raise UserError(_describe(bad, "have no cell-line token", Path("data.root"),
                                        "add it to data.naming.cell_lines or set data.naming.default_cell_line"))
         lines = sorted(cell_lines) if cell_lines else sorted(table["cell_line"].unique())
         return [f"{line}_{label}" for line in lines for label in sorted(BINARY_CLASSES)]
-    raise ValueError(f"data.task='{task}' is not supported; use one of {TASKS}")
+    raise UserError(f"data.task='{task}' is not supported; use one of {TASKS}")
 
 
 def targets_for(table: pd.DataFrame, task: str, class_names: Sequence[str]) -> pd.Series:
@@ -103,6 +104,6 @@ def targets_for(table: pd.DataFrame, task: str, class_names: Sequence[str]) -> p
     lookup = {name: i for i, name in enumerate(class_names)}
     unknown = sorted(set(keys) - set(lookup))
     if unknown:
-        raise ValueError(f"classes {unknown} are in the data but not in data.cell_lines ({list(class_names)}); "
+        raise UserError(f"classes {unknown} are in the data but not in data.cell_lines ({list(class_names)}); "
                          "add those lines or remove the images")
     return keys.map(lookup).astype("int64")

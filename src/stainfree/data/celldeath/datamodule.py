@@ -27,6 +27,7 @@ from stainfree.data.celldeath.transforms import TLMAugment
 from stainfree.data.samplers import (EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights,
                                      drop_lone_last_batch)
 from stainfree.utils.atomic import atomic_path, unique_path
+from stainfree.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,9 @@ class CellDeathDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if task not in catalog.TASKS:
-            raise ValueError(f"data.task='{task}' is not supported; use one of {catalog.TASKS}")
+            raise UserError(f"data.task='{task}' is not supported; use one of {catalog.TASKS}")
         if task == "all_vs_all" and holdout_cell_line is not None:
-            raise ValueError("data.holdout_cell_line needs data.task=cpt_vs_dmso: an all_vs_all model cannot "
+            raise UserError("data.holdout_cell_line needs data.task=cpt_vs_dmso: an all_vs_all model cannot "
                              "name classes of a line it never saw")
         self.root = Path(root)
         self.task = task
@@ -149,7 +150,7 @@ class CellDeathDataModule(pl.LightningDataModule):
         self._excluded = {"unlabelled": n_unlabelled, "other time points": n_all - len(table)}
         names = catalog.class_names_for(table, self.task, self.cell_lines)
         if self.expected_classes is not None and self.expected_classes != len(names):
-            raise ValueError(
+            raise UserError(
                 f"data.num_classes={self.expected_classes} but {self.root} gives {len(names)} classes {names} for "
                 f"task {self.task}; set data.num_classes={len(names)} (the model head follows it)")
         self.class_names = names
@@ -234,7 +235,7 @@ class CellDeathDataModule(pl.LightningDataModule):
             self.setup()
         ds = self._datasets[name]
         if len(ds) == 0:
-            raise ValueError(f"the {name} split is empty ({self.split_cfg.mode}); see the split report above")
+            raise UserError(f"the {name} split is empty ({self.split_cfg.mode}); see the split report above")
         sampler = None
         if train:  # epoch-seeded: yields (index, epoch) so augmentation is reproducible on resume
             sampler = (EpochWeightedRandomSampler(class_balanced_weights(ds.targets), len(ds), seed=self.seed)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from stainfree.utils.errors import UserError
+
 # Labels match whole tokens. The original tool found "control"/"celldeath" anywhere in the name
 # (e.g. `PC3control_01.png`), hence the `.*` around those two; drug tokens stay exact.
 DEFAULT_LABELS: dict[str, list[str]] = {
@@ -34,7 +36,7 @@ DEFAULT_REPLICATE_REGEX = r"N(\d+)"
 _INNER_SUFFIX = re.compile(r"\.(png|jpe?g|tiff?)(?=_|$)", re.IGNORECASE)
 
 
-class NameParseError(ValueError):
+class NameParseError(UserError):
     """A file name is ambiguous (two labels, two cell lines...); the message names the file."""
 
 
@@ -59,7 +61,7 @@ def _compile_table(table: Mapping[str, Iterable[str]], what: str) -> list[tuple[
             try:
                 compiled.append((str(name), re.compile(rf"(?:{token})", re.IGNORECASE)))
             except re.error as err:
-                raise ValueError(
+                raise UserError(
                     f"naming.{what}.{name}: token '{token}' is not a valid regex ({err}); escape it"
                 ) from err
     return compiled
@@ -88,7 +90,7 @@ class NameScheme:
         self._time = re.compile(self.time_regex, re.IGNORECASE)
         self._rep = re.compile(self.replicate_regex, re.IGNORECASE)
         if self._time.groups < 1 or self._rep.groups < 1:
-            raise ValueError("naming.time_regex and naming.replicate_regex need one capture group, e.g. '(\\d+)h'")
+            raise UserError("naming.time_regex and naming.replicate_regex need one capture group, e.g. '(\\d+)h'")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> "NameScheme":
@@ -96,7 +98,7 @@ class NameScheme:
         cfg = dict(cfg or {})
         unknown = set(cfg) - {"labels", "cell_lines", "separators", "time_regex", "replicate_regex", "default_cell_line"}
         if unknown:
-            raise ValueError(f"data.naming: unknown keys {sorted(unknown)}; allowed: labels, cell_lines, "
+            raise UserError(f"data.naming: unknown keys {sorted(unknown)}; allowed: labels, cell_lines, "
                              "separators, time_regex, replicate_regex, default_cell_line")
         for key in ("labels", "cell_lines"):
             if key in cfg and cfg[key] is not None:

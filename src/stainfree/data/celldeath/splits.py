@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from stainfree.utils.errors import UserError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -50,7 +52,7 @@ def _norm_replicate(value: str | int) -> str:
     """'N3', 'n3', '3' and 3 all mean replicate N3."""
     m = re.fullmatch(r"[Nn]?(\d+)", str(value).strip())
     if not m:
-        raise ValueError(f"replicate '{value}' is not understood; write it like N3")
+        raise UserError(f"replicate '{value}' is not understood; write it like N3")
     return f"N{int(m.group(1))}"
 
 
@@ -86,16 +88,16 @@ def _draw(images: pd.DataFrame, val_fraction: float, test_fraction: float, seed:
 def assign_splits(images: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     """Add a ``split`` column to an image table (columns target, cell_line, replicate); may drop rows (within_replicate)."""
     if cfg.holdout_cell_line is not None and cfg.within_replicate is not None:
-        raise ValueError("set only one of data.holdout_cell_line and data.within_replicate")
+        raise UserError("set only one of data.holdout_cell_line and data.within_replicate")
     for name, frac in (("val_fraction", cfg.val_fraction), ("test_fraction", cfg.test_fraction)):
         if not 0 <= frac < 1:
-            raise ValueError(f"data.{name}={frac} must be in [0, 1)")
+            raise UserError(f"data.{name}={frac} must be in [0, 1)")
     images = images.copy()
     reps = images["replicate"]
     if cfg.holdout_cell_line is not None:
         lines = sorted(images["cell_line"].dropna().unique())
         if cfg.holdout_cell_line not in lines:
-            raise ValueError(f"data.holdout_cell_line={cfg.holdout_cell_line} is not in the data; lines found: {lines}")
+            raise UserError(f"data.holdout_cell_line={cfg.holdout_cell_line} is not in the data; lines found: {lines}")
         test = images["cell_line"] == cfg.holdout_cell_line
         rest = images[~test]
         images["split"] = "test"
@@ -104,13 +106,13 @@ def assign_splits(images: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     if cfg.within_replicate is not None or cfg.test_replicate is not None:
         if reps.isna().any():
             bad = list(images.loc[reps.isna(), "image_id"][:5])
-            raise ValueError(f"{int(reps.isna().sum())} image(s) have no replicate token (e.g. {bad}); rename them, "
+            raise UserError(f"{int(reps.isna().sum())} image(s) have no replicate token (e.g. {bad}); rename them, "
                              "fix data.naming.replicate_regex, or set data.test_replicate=null")
         found = sorted(reps.unique(), key=lambda r: int(r[1:]))
     if cfg.within_replicate is not None:
         rep = _norm_replicate(cfg.within_replicate)
         if rep not in found:
-            raise ValueError(f"data.within_replicate={cfg.within_replicate} is not in the data; replicates: {found}")
+            raise UserError(f"data.within_replicate={cfg.within_replicate} is not in the data; replicates: {found}")
         images = images[reps == rep].copy()
         images["split"] = _draw(images, cfg.val_fraction, cfg.test_fraction, cfg.seed)
         return images
@@ -118,9 +120,9 @@ def assign_splits(images: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
         rep = found[-1] if str(cfg.test_replicate).lower() == "last" else _norm_replicate(cfg.test_replicate)
         images.attrs["split_mode"] = f"held-out replicate (test = {rep})"
         if rep not in found:
-            raise ValueError(f"data.test_replicate={cfg.test_replicate} is not in the data; replicates: {found}")
+            raise UserError(f"data.test_replicate={cfg.test_replicate} is not in the data; replicates: {found}")
         if len(found) < 2:
-            raise ValueError(f"only replicate {rep} is present, so none is left to train on; set "
+            raise UserError(f"only replicate {rep} is present, so none is left to train on; set "
                              "data.test_replicate=null or use data.within_replicate")
         test = reps == rep
         rest = images[~test]

@@ -24,6 +24,7 @@ import numpy as np
 
 from stainfree.data.imageio import read_image
 from stainfree.utils.atomic import atomic_dir
+from stainfree.utils.errors import UserError
 
 GRIDS: dict[int, tuple[int, int]] = {1: (1, 1), 2: (1, 2), 4: (2, 2), 6: (2, 3), 8: (2, 4)}
 RESIZE_MODES = ("squish", "crop")
@@ -33,7 +34,7 @@ CACHE_VERSION = 1
 def grid_shape(n_tiles: int) -> tuple[int, int]:
     """(rows, cols) for ``n_tiles``; a clear error for unsupported counts."""
     if n_tiles not in GRIDS:
-        raise ValueError(f"data.n_tiles={n_tiles} is not supported; use one of {sorted(GRIDS)}")
+        raise UserError(f"data.n_tiles={n_tiles} is not supported; use one of {sorted(GRIDS)}")
     return GRIDS[n_tiles]
 
 
@@ -42,7 +43,7 @@ def tile_boxes(height: int, width: int, n_tiles: int) -> list[tuple[int, int, in
     rows, cols = grid_shape(n_tiles)
     th, tw = height // rows, width // cols
     if th < 1 or tw < 1:
-        raise ValueError(f"an image of {width}x{height} px is too small for {n_tiles} tiles")
+        raise UserError(f"an image of {width}x{height} px is too small for {n_tiles} tiles")
     return [(r + 1, c + 1, r * th, (r + 1) * th, c * tw, (c + 1) * tw) for r in range(rows) for c in range(cols)]
 
 
@@ -73,7 +74,7 @@ def to_uint8(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5, st
 def resize_tile(tile: np.ndarray, size: int, mode: str = "squish") -> np.ndarray:
     """Resize a tile to ``size`` x ``size``: 'squish' keeps the whole field, 'crop' keeps aspect (centre square)."""
     if mode not in RESIZE_MODES:
-        raise ValueError(f"data.resize='{mode}' is not supported; use one of {RESIZE_MODES}")
+        raise UserError(f"data.resize='{mode}' is not supported; use one of {RESIZE_MODES}")
     if mode == "crop":
         h, w = tile.shape
         s = min(h, w)
@@ -146,7 +147,7 @@ def build_tiles(
     """
     paths = [Path(p) for p in paths]
     if not paths:
-        raise ValueError("no images to tile; check data.root and the label/time/replicate filters")
+        raise UserError("no images to tile; check data.root and the label/time/replicate filters")
     shape = (len(paths) * spec.n_tiles, spec.input_size, spec.input_size)
     if cache_dir is None:
         out = np.empty(shape, np.uint8)

@@ -19,6 +19,7 @@ from stainfree.data.jimt.labels import CLASS_NAMES
 from stainfree.data.jimt.manifest import load_manifest
 from stainfree.data.samplers import (EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights,
                                      drop_lone_last_batch)
+from stainfree.utils.errors import UserError
 
 _STAGE_SPLIT = {"fit": "train", "train": "train", "validate": "val", "val": "val",
                 "test": "test", "predict": "test"}
@@ -52,7 +53,7 @@ class JimtDataModule(pl.LightningDataModule):
                  num_classes: int = 2) -> None:
         super().__init__()
         if int(num_classes) != len(CLASS_NAMES):
-            raise ValueError(f"data.num_classes={num_classes}, but JIMT-1 has exactly {len(CLASS_NAMES)} "
+            raise UserError(f"data.num_classes={num_classes}, but JIMT-1 has exactly {len(CLASS_NAMES)} "
                              f"classes {CLASS_NAMES}; set data.num_classes: 2")
         self.manifest = Path(manifest)
         self.dataset = str(dataset)
@@ -101,7 +102,7 @@ class JimtDataModule(pl.LightningDataModule):
         index = prepared.index()
         datasets = sorted(index["dataset"].unique())
         if self.dataset not in datasets:
-            raise ValueError(f"data.dataset='{self.dataset}' is not in {self.manifest} "
+            raise UserError(f"data.dataset='{self.dataset}' is not in {self.manifest} "
                              f"(datasets there: {datasets}); set data.dataset to one of them")
         keep = index[(index["dataset"] == self.dataset) & (index["target"] >= 0)]
         for split in ("train", "val", "test"):
@@ -109,7 +110,7 @@ class JimtDataModule(pl.LightningDataModule):
         train = self._tables["train"]
         missing = [CLASS_NAMES[c] for c in range(len(CLASS_NAMES)) if not (train["target"] == c).any()]
         if missing:
-            raise ValueError(f"the train split of '{self.dataset}' has no {missing} patches "
+            raise UserError(f"the train split of '{self.dataset}' has no {missing} patches "
                              f"(see {prepared.folder / 'summary.md'}); add frames or adjust the labels config")
 
     # ---- contract -----------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
+from stainfree.utils.errors import UserError
+
 LIVE, DEAD, AMBIGUOUS = 0, 1, -1
 CLASS_NAMES = ["live", "dead"]
 
@@ -40,7 +42,7 @@ def gmm_thresholds(values: np.ndarray, seed: int = 0, reference: str | None = No
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     if values.size < 10:
-        raise ValueError(f"only {values.size} patch means to fit the PI mixture on (need >= 10); "
+        raise UserError(f"only {values.size} patch means to fit the PI mixture on (need >= 10); "
                          "add frames to the reference dataset or use labels.method=fixed")
     gmm = GaussianMixture(n_components=2, random_state=seed, n_init=3).fit(values[:, None])
     means = gmm.means_.ravel()
@@ -51,7 +53,7 @@ def gmm_thresholds(values: np.ndarray, seed: int = 0, reference: str | None = No
                    dead_mean=float(means[hi]), dead_sd=float(sds[hi]), reference=reference,
                    n_fit=int(values.size))
     if t.live_below >= t.dead_above:
-        raise ValueError(
+        raise UserError(
             f"the PI mixture components overlap (live < {t.live_below:.1f} but dead > {t.dead_above:.1f}); "
             "the reference dataset has no clear live/dead modes: use labels.method=fixed with "
             "labels.live_below and labels.dead_above")
@@ -61,9 +63,9 @@ def gmm_thresholds(values: np.ndarray, seed: int = 0, reference: str | None = No
 def fixed_thresholds(live_below: float, dead_above: float) -> Thresholds:
     """User-given thresholds; live_below must not exceed dead_above."""
     if live_below is None or dead_above is None:
-        raise ValueError("labels.method=fixed needs labels.live_below and labels.dead_above")
+        raise UserError("labels.method=fixed needs labels.live_below and labels.dead_above")
     if float(live_below) > float(dead_above):
-        raise ValueError(f"labels.live_below ({live_below}) must be <= labels.dead_above ({dead_above})")
+        raise UserError(f"labels.live_below ({live_below}) must be <= labels.dead_above ({dead_above})")
     return Thresholds(live_below=float(live_below), dead_above=float(dead_above), method="fixed")
 
 

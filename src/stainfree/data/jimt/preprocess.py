@@ -28,11 +28,12 @@ from stainfree.data.jimt.manifest import load_manifest, manifest_digest
 from stainfree.data.jimt.report import pi_histogram, table1, table1_markdown
 from stainfree.data.jimt.tiling import window_means, window_origins, window_stds
 from stainfree.utils.atomic import atomic_dir
+from stainfree.utils.errors import UserError
 
 CACHE_VERSION = 1
 
 
-class FrameError(ValueError):
+class FrameError(UserError):
     """A frame listed in the manifest is missing, unreadable or inconsistent; names the file(s)."""
 
 
