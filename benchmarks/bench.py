@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from stainfree.inference.predictor import resolve_device
     from stainfree.inference.writers import write_json
+    from stainfree.models.checkpoint import read_checkpoint_meta
     from stainfree.utils.atomic import atomic_write_text, unique_path
 
     device = resolve_device(args.device)
@@ -278,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] predict / preprocessing ...", flush=True)
         frames = write_frames(work / "frames", sizes.frames)
         first = args.models[0]
-        ckpt_meta = torch.load(ckpts[first], map_location="cpu", weights_only=True).get("stainfree", {})
-        preprocess = ckpt_meta.get("preprocess")
+        preprocess = read_checkpoint_meta(ckpts[first]).preprocess
         extras = dict(frames=sizes.frames, predict_backbone=first,
                       predict_frames_s=predict_throughput(ckpts[first], work / "frames", work / "predict", device,
                                                           sizes) if preprocess else float("nan"),

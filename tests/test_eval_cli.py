@@ -12,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
+from stainfree.models.checkpoint import CheckpointError
 from stainfree.tasks.evaluate import CheckpointMismatchError, evaluate
 from stainfree.tasks.train import train
 
@@ -103,11 +104,11 @@ def test_eval_refuses_checkpoint_of_another_config(trained, tmp_path):
 
 
 def test_eval_errors_on_missing_or_foreign_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ckpt_path is required"):
+    with pytest.raises(CheckpointError, match="ckpt_path is required"):
         evaluate(_eval_cfg(tmp_path, []))
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(CheckpointError, match="no such file"):
         evaluate(_eval_cfg(tmp_path, [f"ckpt_path={tmp_path / 'nope.ckpt'}"]))
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(CheckpointMismatchError, match="not a stainfree checkpoint"):
+    with pytest.raises(CheckpointError, match="not a stainfree checkpoint"):
         evaluate(_eval_cfg(tmp_path, [f"ckpt_path={foreign}"]))

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from stainfree.inference.predictor import PredictError
+from stainfree.models.checkpoint import CheckpointError
 from stainfree.models.classifier import LiveDeadClassifier
 from stainfree.tasks.predict import predict
 
@@ -129,7 +130,7 @@ def test_predict_plate_map_wells_dose_response_and_zprime(tmp_path, grid_ckpt):
 
 
 def test_predict_clear_errors(tmp_path, grid_ckpt):
-    with pytest.raises(PredictError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such file"):
         predict(tmp_path / "nope.ckpt", tmp_path, tmp_path / "o", progress=False)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"nope")

@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
+from stainfree.models.checkpoint import read_checkpoint_meta
+
 ROOT = Path(__file__).resolve().parents[1]
 KILLER = '''
 import os
@@ -103,7 +105,7 @@ def test_resume_killed_run_matches_uninterrupted_run(tmp_path):
     # the resumed process logged into the same W&B run as the killed one
     ids = _wandb_ids(resumed)
     assert len(ids) == 2 and len(set(ids)) == 1, ids
-    assert b["stainfree"]["wandb_id"] == ids[0]
+    assert read_checkpoint_meta(resumed / "checkpoints" / "last.ckpt").wandb_id == ids[0]
 
 
 def test_last_checkpoint_follows_every_epoch_even_on_a_plateau(tmp_path):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 from sklearn.metrics import balanced_accuracy_score
@@ -16,6 +15,7 @@ from sklearn.metrics import balanced_accuracy_score
 from conftest import ROOT, compose_config
 from helpers.wandb_records import read_history
 from stainfree.data.jimt.synthetic import generate_dataset
+from stainfree.models.checkpoint import read_checkpoint_meta
 from stainfree.tasks.train import optimized_value, train
 
 # A few small frames and a tiny input keep every run to seconds on 2 CPU cores.
@@ -75,9 +75,10 @@ def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, t
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert metrics["best_ckpt"] == str(run / "checkpoints" / "best.ckpt")
     # the checkpoint carries what predict.py needs to tile raw frames like the training data
-    meta = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["stainfree"]
-    assert meta["preprocess"] == objects["datamodule"].preprocess_config()
-    assert meta["class_names"] == ["live", "dead"] and meta["config"]["model"]["input_size"] == cfg.model.input_size
+    meta = read_checkpoint_meta(run / "checkpoints" / "best.ckpt")
+    assert meta.preprocess == objects["datamodule"].preprocess_config()
+    assert meta.class_names == ["live", "dead"] and meta.config["model"]["input_size"] == cfg.model.input_size
+    assert meta.wandb_id and meta.wandb_id in {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
     for key in ("train/loss", "train/bal_acc", "val/bal_acc", "val/auroc", "val/bal_acc_best", "test/bal_acc"):
         assert key in metrics, key
 

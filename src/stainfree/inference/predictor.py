@@ -7,7 +7,6 @@ a recorded failure, not an exception, so one bad file never costs a whole folder
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,9 +18,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from stainfree.data.imageio import read_image
 from stainfree.inference.tiling import Tiles
+from stainfree.models.checkpoint import CheckpointMeta
+from stainfree.utils.errors import UserError
 
 
-class PredictError(RuntimeError):
+class PredictError(UserError):
     """The prediction run as a whole cannot proceed; the message says what to fix."""
 
 
@@ -79,23 +80,21 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def load_model(ckpt_path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The classifier in eval mode plus the checkpoint's ``stainfree`` metadata (class names, preprocess)."""
+def load_model(checkpoint: CheckpointMeta, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The classifier in eval mode plus what predict needs from the checkpoint (class names, preprocess)."""
     from stainfree.models.classifier import LiveDeadClassifier
 
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise PredictError(f"ckpt_path={ckpt_path}: no such checkpoint; point it at <run>/checkpoints/best.ckpt")
+    path = Path(checkpoint.path)
     try:
-        model = LiveDeadClassifier.from_checkpoint(str(path), map_location=device)
+        model = LiveDeadClassifier.from_checkpoint(checkpoint, map_location=device)
     except Exception as exc:  # noqa: BLE001 - any load failure means the same to the user
         raise PredictError(f"{path}: could not be loaded as a stainfree checkpoint ({exc}); "
                            "use a .ckpt written by train.py") from exc
-    meta = dict(getattr(model, "run_metadata", {}) or {})
-    if not meta.get("preprocess"):
-        meta["preprocess"] = _preprocess_from_config(path, meta.get("config") or {})
+    meta: dict[str, Any] = dict(class_names=checkpoint.class_names or list(model.class_names),
+                                preprocess=checkpoint.preprocess)
+    if not meta["preprocess"]:
+        meta["preprocess"] = _preprocess_from_config(path, checkpoint.config)
         meta["preprocess_rebuilt"] = True
-    meta.setdefault("class_names", list(model.class_names))
     return model.to(device).eval(), meta
 
 

@@ -6,6 +6,7 @@ from the gathered, de-duplicated predictions, so DDP's sampler padding never ske
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import hydra
@@ -19,6 +20,12 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_auroc
 
 from stainfree.models.backbones import build_backbone
+from stainfree.models.checkpoint import (
+    CheckpointMeta,
+    checkpoint_meta,
+    read_checkpoint_meta,
+    write_checkpoint_meta,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -267,18 +274,20 @@ class LiveDeadClassifier(pl.LightningModule):
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["stainfree"] = dict(self.run_metadata, class_names=list(self.class_names))
+        write_checkpoint_meta(checkpoint, self.run_metadata, self.class_names)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.run_metadata = dict(checkpoint.get("stainfree", {}))
-        if self.run_metadata.get("class_names"):
-            self.class_names = list(self.run_metadata["class_names"])
+        meta = checkpoint_meta(checkpoint)
+        self.run_metadata = meta.block()
+        if meta.class_names:
+            self.class_names = list(meta.class_names)
 
     @classmethod
-    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> "LiveDeadClassifier":
+    def from_checkpoint(cls, checkpoint: str | os.PathLike | CheckpointMeta,
+                        map_location: str | torch.device = "cpu") -> "LiveDeadClassifier":
         """Load for inference: never asks for pretrained weights (the checkpoint has them all)."""
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        backbone = dict(checkpoint["hyper_parameters"]["backbone"], pretrained=False, pretrained_path=None)
-        model = cls.load_from_checkpoint(path, map_location=map_location, backbone=backbone, compile=False)
+        meta = checkpoint if isinstance(checkpoint, CheckpointMeta) else read_checkpoint_meta(checkpoint)
+        backbone = dict(meta.hyper_parameters["backbone"], pretrained=False, pretrained_path=None)
+        model = cls.load_from_checkpoint(meta.path, map_location=map_location, backbone=backbone, compile=False)
         model.eval()
         return model

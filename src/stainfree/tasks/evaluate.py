@@ -7,63 +7,42 @@ that would make the numbers meaningless (other classes, backbone, input size) is
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stainfree.callbacks.eval_report import EvalReport
+from stainfree.models.checkpoint import CheckpointMeta, read_checkpoint_meta
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from stainfree.utils.errors import UserError
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
 
 log = get_logger(__name__)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError):
     """The checkpoint does not fit the data/model config it is evaluated with."""
-
-
-def load_checkpoint_meta(ckpt_path: str | None) -> dict[str, Any]:
-    """The checkpoint's hyper-parameters and ``stainfree`` block, with clear errors for bad paths."""
-    if not ckpt_path:
-        raise FileNotFoundError(
-            "ckpt_path is required: python eval.py ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
-        )
-    path = Path(str(ckpt_path)).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file; pass a .ckpt written by train.py")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any load failure means the same to the user
-        raise CheckpointMismatchError(f"{path}: not a readable PyTorch checkpoint ({exc}); pass a .ckpt written by train.py") from exc
-    meta = checkpoint.get("stainfree") if isinstance(checkpoint, dict) else None
-    if not meta or "hyper_parameters" not in checkpoint:
-        raise CheckpointMismatchError(
-            f"{path}: not a stainfree checkpoint (no 'stainfree' block); evaluate a checkpoint written by train.py"
-        )
-    return dict(meta, hyper_parameters=checkpoint["hyper_parameters"], path=str(path))
 
 
 def _given(node: Any) -> bool:
     return isinstance(node, DictConfig) and "_target_" in node
 
 
-def merge_run_config(cfg: DictConfig, meta: dict[str, Any]) -> bool:
+def merge_run_config(cfg: DictConfig, meta: CheckpointMeta) -> bool:
     """Fill ``cfg.data``/``cfg.model`` from the checkpoint's run config unless the user chose them.
 
     Returns True when the data config came from the user (experiment=/data=), i.e. must be checked.
     """
-    run_cfg = meta.get("config") or {}
+    run_cfg = meta.config
     user_data = _given(cfg.get("data"))
     with open_dict(cfg):
         if not user_data:
             if not run_cfg.get("data"):
                 raise CheckpointMismatchError(
-                    f"{meta['path']} carries no data config; pass the experiment it was trained with: "
+                    f"{meta.path} carries no data config; pass the experiment it was trained with: "
                     "python eval.py ckpt_path=... experiment=<name>"
                 )
             cfg.data = OmegaConf.create(run_cfg["data"])
@@ -75,9 +54,9 @@ def merge_run_config(cfg: DictConfig, meta: dict[str, Any]) -> bool:
     return user_data
 
 
-def check_compatible(cfg: DictConfig, meta: dict[str, Any], datamodule: Any) -> None:
+def check_compatible(cfg: DictConfig, meta: CheckpointMeta, datamodule: Any) -> None:
     """Refuse a checkpoint whose classes, backbone or input size differ from the chosen config."""
-    hp = meta["hyper_parameters"]
+    hp = meta.hyper_parameters
     ckpt_backbone = (hp.get("backbone") or {}).get("name")
     problems = []
     want_backbone = OmegaConf.select(cfg, "model.backbone.name")
@@ -86,7 +65,7 @@ def check_compatible(cfg: DictConfig, meta: dict[str, Any], datamodule: Any) -> 
     want_size = OmegaConf.select(cfg, "model.input_size")
     if want_size and hp.get("input_size") and int(want_size) != int(hp["input_size"]):
         problems.append(f"input size: checkpoint {hp['input_size']}, config {want_size} (add model.input_size={hp['input_size']})")
-    ckpt_names = list(meta.get("class_names") or hp.get("class_names") or [])
+    ckpt_names = list(meta.class_names)
     names = _class_names(datamodule)
     if ckpt_names and names and ckpt_names != names:
         problems.append(f"classes: checkpoint {ckpt_names}, data {names}")
@@ -95,7 +74,7 @@ def check_compatible(cfg: DictConfig, meta: dict[str, Any], datamodule: Any) -> 
         problems.append(f"number of classes: checkpoint {n_ckpt}, data {len(names)}")
     if problems:
         raise CheckpointMismatchError(
-            f"{meta['path']} was trained with another config:\n  - " + "\n  - ".join(problems)
+            f"{meta.path} was trained with another config:\n  - " + "\n  - ".join(problems)
             + "\nDrop experiment=/data= to use the checkpoint's own config, or pick the matching experiment."
         )
 
@@ -118,7 +97,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Test a checkpoint and write the report to ``${paths.output_dir}/eval``; returns (metrics, objects)."""
     from stainfree.models.classifier import LiveDeadClassifier
 
-    meta = load_checkpoint_meta(cfg.get("ckpt_path"))
+    meta = read_checkpoint_meta(cfg.get("ckpt_path"))
     user_data = merge_run_config(cfg, meta)
     if cfg.get("extras", {}).get("print_config"):
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
@@ -126,7 +105,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     if user_data:
         check_compatible(cfg, meta, datamodule)
-    model = LiveDeadClassifier.from_checkpoint(meta["path"])
+    model = LiveDeadClassifier.from_checkpoint(meta)
 
     artifacts = EvalReport(out_subdir=cfg.get("report_subdir", "eval"), output_dir=cfg.paths.output_dir,
                               tsne_max_points=int(cfg.get("tsne_max_points", 2000)))
@@ -134,7 +113,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in trainer.loggers:
-        lg.log_hyperparams(dict(OmegaConf.to_container(cfg, resolve=True), ckpt_path=meta["path"]))
+        lg.log_hyperparams(dict(OmegaConf.to_container(cfg, resolve=True), ckpt_path=meta.path))
     logged = trainer.test(model=model, datamodule=datamodule, verbose=True)
     metrics = {k: float(v) for k, v in (logged[0] if logged else {}).items()}
     report = artifacts.last_metrics or {}

@@ -34,6 +34,7 @@ from stainfree.inference.predictor import (
 )
 from stainfree.inference.tiling import Tiles, build_tiler
 from stainfree.inference.writers import write_csv, write_json
+from stainfree.models.checkpoint import read_checkpoint_meta
 from stainfree.utils.atomic import unique_path
 
 
@@ -54,7 +55,8 @@ def predict(
 ) -> PredictSummary:
     """Run the whole prediction; returns the summary (also written as summary.json).
 
-    Raises :class:`PredictError` before any work when the checkpoint/input/plate map is unusable,
+    Raises a :class:`~stainfree.utils.errors.UserError` (``CheckpointError``, :class:`PredictError`,
+    ``PlateMapError``) before any work when the checkpoint/input/plate map is unusable,
     and after the loop when no image at all could be processed.
     """
     from tqdm.auto import tqdm
@@ -66,8 +68,7 @@ def predict(
         raise PredictError(f"batch_size={batch_size}: must be >= 1")
     started = time.perf_counter()
     out_dir = Path(output_dir)
-    if not Path(ckpt_path).is_file():
-        raise PredictError(f"ckpt_path={ckpt_path}: no such checkpoint; point it at <run>/checkpoints/best.ckpt")
+    checkpoint = read_checkpoint_meta(ckpt_path)  # a missing or foreign checkpoint stops here
     root = Path(input)
     if not root.exists():
         raise PredictError(f"input={input}: no such file or folder; pass a raw image or a folder of them")
@@ -76,7 +77,7 @@ def predict(
         raise PredictError(f"input={input}: no PNG/JPG/TIFF images found (searched recursively)")
     plate = read_plate_map(plate_map) if plate_map else None  # fail before hours of inference
     dev = resolve_device(device)
-    model, meta = load_model(ckpt_path, dev)
+    model, meta = load_model(checkpoint, dev)
     amp_dtype = autocast_dtype(precision, dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -11,10 +11,10 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import CSVLogger
 
+from stainfree.models.checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
@@ -33,7 +33,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         return None
     if ckpt != "last":
         if not Path(ckpt).is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt} does not exist; pass a .ckpt file or ckpt_path=last")
+            raise CheckpointError(f"ckpt_path={ckpt} does not exist; pass a .ckpt file or ckpt_path=last")
         return str(ckpt)
     own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if own.is_file():
@@ -41,21 +41,20 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     task_root = Path(cfg.paths.log_dir) / cfg.task_name
     candidates = sorted(task_root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"ckpt_path=last: no checkpoints/last.ckpt under {task_root}; pass the checkpoint file explicitly"
         )
     log.info("resuming from %s", candidates[-1])
     return str(candidates[-1])
 
 
-def _resume_wandb(cfg: DictConfig, ckpt_path: str | None) -> None:
+def _resume_wandb(cfg: DictConfig, resumed: CheckpointMeta | None) -> None:
     """Point the W&B logger at the run a resumed checkpoint came from."""
-    if not ckpt_path or "wandb" not in (cfg.get("logger") or {}):
+    if resumed is None or "wandb" not in (cfg.get("logger") or {}):
         return
-    meta = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("stainfree", {})
-    if meta.get("wandb_id"):
+    if resumed.wandb_id:
         with open_dict(cfg):
-            cfg.logger.wandb.id = meta["wandb_id"]
+            cfg.logger.wandb.id = resumed.wandb_id
             cfg.logger.wandb.resume = "allow"
 
 
@@ -107,7 +106,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg)
-    _resume_wandb(cfg, ckpt_path)
+    # a checkpoint train.py did not write is refused here, before any work starts
+    _resume_wandb(cfg, read_checkpoint_meta(ckpt_path) if ckpt_path else None)
 
     log.info("data <%s>", cfg.data._target_)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
