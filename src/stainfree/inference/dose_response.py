@@ -162,7 +162,8 @@ def plot_dose_response(path: str | os.PathLike, dose: np.ndarray, response: np.n
         grid = np.logspace(math.log10(lo), math.log10(hi), 200)
         ax.plot(grid, fit.predict(grid), color="C1", label=f"4PL fit (R2 {fit.r2:.2f})")
         label = f"IC50 {fit.ic50:.3g}"
-        if math.isfinite(fit.ic50_ci_low) and math.log10(fit.ic50_ci_high / fit.ic50_ci_low) <= 2 * MAX_CI_DECADES:
+        # a very wide interval's lower end can underflow to 0.0: then it is 'not determined' too
+        if 0 < fit.ic50_ci_low < math.inf and math.log10(fit.ic50_ci_high / fit.ic50_ci_low) <= 2 * MAX_CI_DECADES:
             label += f" [{fit.ic50_ci_low:.3g}, {fit.ic50_ci_high:.3g}]"
         else:
             label += " (CI not determined)"
