@@ -13,7 +13,6 @@ markdown table and written to benchmarks/results/bench_<time>.{json,md} (never o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,18 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-sys.path.insert(0, str(ROOT / "src"))
-
-from stainfree.utils.env import configure_offline_environment  # noqa: E402
-
-configure_offline_environment()
-
-import numpy as np  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # a checkout works without `pip install -e`
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from stainfree.utils.cli import CONFIG_DIR, REPO_ROOT, run_cli  # noqa: E402
 
 
 @dataclass
@@ -133,7 +126,7 @@ def compose_train_cfg(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # so ${hydra:...} paths resolve as in a real run
     return cfg
@@ -243,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--frames", type=int, default=None, help="raw frames for predict/preprocess timing")
     parser.add_argument("--num-workers", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("overrides", nargs="*", help="extra train config overrides for (b), e.g. data.cache=...")
     args = parser.parse_args(argv)
 
@@ -300,4 +293,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

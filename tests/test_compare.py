@@ -68,15 +68,15 @@ def test_compare_writes_table_and_overlay(tmp_path, capsys):
     assert len(find_runs(root)) == 3  # comparison folders are not mistaken for runs
 
 
-def test_compare_cli_errors_clearly_on_empty_folder(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 2
-    assert "no eval/metrics.json" in capsys.readouterr().err
-    assert main([str(tmp_path / "missing")]) == 2
-    assert "no such folder" in capsys.readouterr().err
+def test_compare_cli_errors_clearly_on_empty_folder(tmp_path, cli):
+    code, _, err = cli(main, "compare.py", str(tmp_path))
+    assert code == 2 and err.startswith("compare.py: error: ") and "no eval/metrics.json" in err
+    assert err.count("\n") == 1
+    code, _, err = cli(main, "compare.py", str(tmp_path / "missing"))
+    assert code == 2 and "no such folder" in err and err.count("\n") == 1
 
 
-def test_compare_cli_prints_table(tmp_path, capsys):
+def test_compare_cli_prints_table(tmp_path, cli):
     _fake_job(tmp_path / "0", "resnet18", 0.5, seed=0)
-    assert main([str(tmp_path), "--out", str(tmp_path / "cmp")]) == 0
-    out = capsys.readouterr().out
-    assert "resnet18" in out and (tmp_path / "cmp" / "comparison.md").is_file()
+    code, out, _ = cli(main, "compare.py", str(tmp_path), "--out", str(tmp_path / "cmp"))
+    assert code == 0 and "resnet18" in out and (tmp_path / "cmp" / "comparison.md").is_file()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +19,8 @@ import yaml
 
 from stainfree.evaluation import plots
 from stainfree.utils.atomic import atomic_path, atomic_write_text, unique_path
-from stainfree.utils.errors import MissingPathError
+from stainfree.utils.cli import run_cli
+from stainfree.utils.errors import MissingPathError, UserError
 
 # Overrides that name where things go, not what was trained: left out of a run's display name.
 _NOISE = re.compile(r"^(\+{0,2})(paths|hydra|logger|trainer\.devices|trainer\.accelerator|ckpt_path)[.=]")
@@ -56,7 +56,7 @@ def _read_yaml(path: Path) -> object:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc}); repair or delete it") from exc
+        raise UserError(f"{path}: not valid YAML ({exc}); repair or delete it") from exc
 
 
 def run_name(job_dir: Path, root: Path) -> str:
@@ -94,10 +94,10 @@ def find_runs(root: str | Path) -> list[RunResult]:
         try:
             metrics = json.loads((report_dir / "metrics.json").read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{report_dir / 'metrics.json'}: not valid JSON ({exc}); re-run eval.py for this job") from exc
+            raise UserError(f"{report_dir / 'metrics.json'}: not valid JSON ({exc}); re-run eval.py for this job") from exc
         for key in ("bal_acc", "bal_acc_ci", "n"):
             if key not in metrics:
-                raise ValueError(f"{report_dir / 'metrics.json'}: no '{key}'; it was not written by stainfree's report")
+                raise UserError(f"{report_dir / 'metrics.json'}: no '{key}'; it was not written by stainfree's report")
         pred_path = report_dir / "predictions.csv"
         predictions = pd.read_csv(pred_path) if pred_path.is_file() else None
         config = _read_yaml(job_dir / ".hydra" / "config.yaml")
@@ -207,11 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("root", help="a multirun folder (logs/train/multiruns/<time>) or any folder of run folders")
     parser.add_argument("--out", default=None, help="output folder (default: <root>/comparison)")
     args = parser.parse_args(argv)
-    try:
-        paths = compare(args.root, args.out)
-    except (NoRunsFound, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    paths = compare(args.root, args.out)  # a missing folder or a folder without runs: NoRunsFound
     print((paths["md"]).read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -219,4 +215,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -4,6 +4,7 @@ Without ``experiment=`` (or ``data=``) the data config is the one the checkpoint
 with (train.py embeds the resolved run config in every checkpoint), so ``python eval.py
 ckpt_path=...`` is all it takes. With one, the data come from the given config and anything
 that would make the numbers meaningless (other classes, backbone, input size) is an error.
+``main`` is what ``eval.py`` runs.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from stainfree.callbacks.eval_report import EvalReport
 from stainfree.models.checkpoint import CheckpointMeta, read_checkpoint_meta
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
+from stainfree.utils.cli import task_main
 from stainfree.utils.errors import UserError
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
@@ -74,8 +77,8 @@ def check_compatible(cfg: DictConfig, meta: CheckpointMeta, datamodule: Any) -> 
         problems.append(f"number of classes: checkpoint {n_ckpt}, data {len(names)}")
     if problems:
         raise CheckpointMismatchError(
-            f"{meta.path} was trained with another config:\n  - " + "\n  - ".join(problems)
-            + "\nDrop experiment=/data= to use the checkpoint's own config, or pick the matching experiment."
+            f"{meta.path} was trained with another config ({'; '.join(problems)}); drop experiment=/data= "
+            "to use the checkpoint's own config, or pick the matching experiment"
         )
 
 
@@ -101,8 +104,11 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     user_data = merge_run_config(cfg, meta)
     if cfg.get("extras", {}).get("print_config"):
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    check_config_values(cfg)
+    check_accelerator(cfg)
     log.info("data <%s> (%s)", cfg.data._target_, "from config" if user_data else "from the checkpoint's run config")
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    prepare_datamodule(datamodule, "test")  # data errors before any logger
     if user_data:
         check_compatible(cfg, meta, datamodule)
     model = LiveDeadClassifier.from_checkpoint(meta)
@@ -125,3 +131,11 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             report["acc"], report["report_dir"],
         )
     return metrics, dict(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer, report=report)
+
+
+@task_main("eval")
+def main(cfg: DictConfig) -> float | None:
+    """``python eval.py ckpt_path=... [experiment=...]``; returns the test balanced accuracy (sweeps)."""
+    metrics, objects = evaluate(cfg)
+    report = objects.get("report") or {}
+    return report.get("bal_acc", metrics.get("test/bal_acc"))

@@ -3,7 +3,7 @@
 A folder of raw frames is a user's real data, so one bad file must never cost the whole run:
 each file's failure is recorded and reported at the end, and the run fails only when nothing
 could be processed. Reading and tiling run in DataLoader workers so the accelerator is not kept
-waiting on the CPU.
+waiting on the CPU. ``main`` is what ``predict.py`` runs.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import DictConfig
 
 from stainfree.data.imageio import list_images
 from stainfree.inference.predictor import (
@@ -35,6 +36,7 @@ from stainfree.inference.predictor import (
 from stainfree.inference.tiling import Tiles, build_tiler
 from stainfree.inference.writers import write_csv, write_json
 from stainfree.models.checkpoint import read_checkpoint_meta
+from stainfree.utils.cli import task_main
 from stainfree.utils.atomic import unique_path
 
 
@@ -146,3 +148,23 @@ def predict(
                                                 device=str(dev)))
     return summary
 
+
+@task_main("predict")
+def main(cfg: DictConfig) -> None:
+    """``python predict.py ckpt_path=... input=...``: see conf/predict.yaml for every option."""
+    summary = predict(
+        ckpt_path=cfg.ckpt_path,
+        input=cfg.input,
+        output_dir=cfg.paths.output_dir,
+        plate_map=cfg.get("plate_map"),
+        batch_size=int(cfg.batch_size),
+        device=str(cfg.device),
+        num_workers=int(cfg.num_workers),
+        positive_class=cfg.get("positive_class"),
+        overlays=bool(cfg.overlays),
+        precision=str(cfg.precision),
+        n_boot=int(cfg.n_boot),
+        seed=int(cfg.seed),
+        progress=bool(cfg.progress),
+    )
+    print(summary.report())

@@ -1,11 +1,13 @@
 """The training task: data + model + trainer from the Hydra config, fit, then test the best checkpoint.
 
-Ends with the few lines a user reads: headline metrics and where everything is.
+Ends with the few lines a user reads: headline metrics and where everything is. ``main`` is
+what ``train.py`` runs.
 """
 from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import CSVLogger
 
+from stainfree.callbacks.eval_report import EvalReport
 from stainfree.models.checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta
+from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
+from stainfree.utils.cli import task_main
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
@@ -105,6 +110,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("config:\n%s", OmegaConf.to_yaml(resolved_config(cfg)))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
+    check_config_values(cfg)
+    check_accelerator(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
     # a checkpoint train.py did not write is refused here, before any work starts
     _resume_wandb(cfg, read_checkpoint_meta(ckpt_path) if ckpt_path else None)
@@ -113,6 +120,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     log.info("model <%s> backbone=%s", cfg.model._target_, cfg.model.backbone.name)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    prepare_datamodule(datamodule, "fit" if cfg.get("train", True) else "test")  # data errors before any logger
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -134,7 +142,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(_float_metrics(trainer.callback_metrics))
         metrics["best_ckpt"] = best  # type: ignore[assignment]
-    return metrics, dict(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer)
+    return metrics, dict(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer, report=_eval_report(trainer))
+
+
+def _eval_report(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """The metrics the EvalReport callback computed on the last test pass (interval, n), if it ran."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, EvalReport) and callback.last_metrics:
+            return callback.last_metrics
+    return None
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
@@ -156,22 +172,46 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
 HEADLINE = ("test/bal_acc", "test/auroc", "test/acc", "val/bal_acc_best")
 
 
-def format_run_summary(cfg: DictConfig, metrics: dict[str, Any]) -> str:
+def format_run_summary(cfg: DictConfig, metrics: dict[str, Any], report: dict[str, Any] | None = None) -> str:
+    """Headline metrics (balanced accuracy with its interval and test size) and where the files are."""
     out = Path(str(cfg.paths.output_dir))
-    lines = ["", f"== stainfree run: {cfg.get('task_name', 'train')} ({out}) =="]
+    lines = ["", f"== stainfree run: {cfg.get('task_name', 'train')} ({_shown(out)}) =="]
     if metrics.get("failed"):
-        lines.append(f"FAILED: see {out / 'FAILED.txt'}")
+        lines.append(f"FAILED: see {_shown(out / 'FAILED.txt')}")
     for key in HEADLINE:
         value = metrics.get(key)
         if isinstance(value, float) and not math.isnan(value):
-            lines.append(f"  {key:<18} {value:.4f}")
+            interval = f"        {_interval(report)}" if key == "test/bal_acc" and report else ""
+            lines.append(f"  {key:<18} {value:.4f}{interval}")
     if metrics.get("best_ckpt"):
-        lines.append(f"  best checkpoint    {metrics['best_ckpt']}")
-    eval_dir = out / "eval"
+        lines.append(f"  best checkpoint    {_shown(Path(metrics['best_ckpt']))}")
+    eval_dir = Path(report["report_dir"]) if report and report.get("report_dir") else out / "eval"
     if eval_dir.is_dir():
-        lines.append(f"  plots and tables   {eval_dir}")
+        lines.append(f"  plots and tables   {_shown(eval_dir)}")
     return "\n".join(lines)
 
 
-def print_run_summary(cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    print(format_run_summary(cfg, metrics), flush=True)
+def _interval(report: dict[str, Any]) -> str:
+    ci = report["bal_acc_ci"]
+    return (f"({round(100 * ci['level'])}% interval {ci['lower']:.3f}-{ci['upper']:.3f}, Brodersen et al. 2010; "
+            f"{report['n']} test patches)")
+
+
+def _shown(path: Path) -> str:
+    """A path as the user typed it: relative when it lies under the current folder."""
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else str(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def print_run_summary(cfg: DictConfig, metrics: dict[str, Any], report: dict[str, Any] | None = None) -> None:
+    print(format_run_summary(cfg, metrics, report), flush=True)
+
+
+@task_main("train")
+def main(cfg: DictConfig) -> float | None:
+    """``python train.py [experiment=...] [overrides]``: fit, test, print the summary; returns the sweep target."""
+    metrics, objects = train(cfg)
+    print_run_summary(cfg, metrics, objects.get("report"))
+    return optimized_value(cfg, metrics)
