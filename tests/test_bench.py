@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_script_runs_and_writes_its_table(tmp_path: Path) -> None:
     env = dict(os.environ, WANDB_MODE="offline", NO_ALBUMENTATIONS_UPDATE="1")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--device", "cpu", "--models", "resnet18",

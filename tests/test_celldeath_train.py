@@ -8,10 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
 from stainfree.tasks.train import train
 
@@ -22,27 +18,10 @@ TINY = ["trainer=cpu", "logger=csv", "model=resnet18", "model.input_size=32", "t
         "callbacks.eval_report.tsne_max_points=40"]
 
 
-def compose_config(tmp_path: Path, overrides: list[str]) -> DictConfig:
-    """conf/train.yaml with data, logs and the run folder under ``tmp_path`` (as Hydra would set them)."""
-    GlobalHydra.instance().clear()
-    base = [f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
-            f"hydra.run.dir={tmp_path / 'run'}"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True, overrides=base + overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-        cfg.hydra.mode = "RUN"
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):  # a real run's cfg has no `hydra` node (HydraConfig keeps it)
-        del cfg["hydra"]
-    return cfg
-
-
-def test_train_cpt_vs_dmso_on_real_u2os(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_train_cpt_vs_dmso_on_real_u2os(tmp_path: Path, compose_cfg, capsys: pytest.CaptureFixture) -> None:
     if not REAL.is_dir():
         pytest.skip("../shared/data/celldeath-u2os is not present")
-    cfg = compose_config(tmp_path, ["experiment=celldeath_cpt_vs_dmso", f"data.root={REAL}",
+    cfg = compose_cfg(["experiment=celldeath_cpt_vs_dmso", f"data.root={REAL}",
                                     "+trainer.limit_train_batches=2"] + TINY)
     metrics, objects = train(cfg)
     assert Path(metrics["best_ckpt"]).is_file()
@@ -55,6 +34,7 @@ def test_train_cpt_vs_dmso_on_real_u2os(tmp_path: Path, capsys: pytest.CaptureFi
     assert (tmp_path / "data" / "cache" / "celldeath").is_dir()  # tile cache under paths.data_dir
 
 
+@pytest.mark.slow
 def test_loco_sweep_on_synthetic_lines(tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=celldeath_loco",
            "data.holdout_cell_line=PC3,MCF7", "data.synthetic.lines=[PC3,MCF7]", "data.synthetic.images_per_group=2",

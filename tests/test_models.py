@@ -8,17 +8,17 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from conftest import ROOT, compose_config
 from stainfree.models.backbones import PretrainedWeightsUnavailable, build_backbone
 from stainfree.models.classifier import LiveDeadClassifier
 
+ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @pytest.mark.parametrize("model_name", MODEL_CONFIGS)
-def test_model_config_builds_and_trains_one_step(model_name: str, tmp_path: Path) -> None:
+def test_model_config_builds_and_trains_one_step(model_name: str, compose_cfg) -> None:
     # no experiment: each model config at its own input size (Inception 299 px)
-    cfg = compose_config(tmp_path, [f"model={model_name}", "data=demo"])
+    cfg = compose_cfg([f"model={model_name}", "data=demo"])
     size = int(cfg.model.input_size)
     model: LiveDeadClassifier = hydra.utils.instantiate(cfg.model)
     assert model.num_classes == 2
@@ -33,8 +33,8 @@ def test_model_config_builds_and_trains_one_step(model_name: str, tmp_path: Path
     assert feats.shape == (2, model.net.num_features)
 
 
-def test_inception_input_is_299(tmp_path: Path) -> None:
-    cfg = compose_config(tmp_path, ["model=inception_v3", "data=demo"])
+def test_inception_input_is_299(compose_cfg) -> None:
+    cfg = compose_cfg(["model=inception_v3", "data=demo"])
     assert cfg.model.input_size == 299
     assert cfg.data.input_size == 299
 
@@ -72,8 +72,8 @@ def test_missing_pretrained_path_is_named(tmp_path: Path) -> None:
         build_backbone("resnet18", num_classes=2, pretrained_path=str(tmp_path / "does-not-exist.pth"))
 
 
-def test_compile_keeps_checkpoint_keys(tmp_path: Path) -> None:
-    cfg = compose_config(tmp_path, ["model=resnet18", "data=demo", "model.compile=true"])
+def test_compile_keeps_checkpoint_keys(compose_cfg) -> None:
+    cfg = compose_cfg(["model=resnet18", "data=demo", "model.compile=true"])
     model: LiveDeadClassifier = hydra.utils.instantiate(cfg.model)
     keys_before = set(model.state_dict())
     model._features_fn = torch.compile(model.net.forward_features)
@@ -81,9 +81,9 @@ def test_compile_keeps_checkpoint_keys(tmp_path: Path) -> None:
     assert not any("_orig_mod" in k for k in keys_before)
 
 
-def test_one_cycle_gets_one_peak_per_param_group_from_a_plain_config(tmp_path: Path) -> None:
+def test_one_cycle_gets_one_peak_per_param_group_from_a_plain_config(compose_cfg) -> None:
     """A config without `_convert_` must still give OneCycleLR plain per-group peaks (body, head)."""
-    cfg = compose_config(tmp_path, ["experiment=demo", "model.body_lr_ratio=0.1"])
+    cfg = compose_cfg(["experiment=demo", "model.body_lr_ratio=0.1"])
     model: LiveDeadClassifier = hydra.utils.instantiate(cfg.model)
 
     class _Trainer:  # configure_optimizers only asks the trainer for the step count

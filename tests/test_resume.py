@@ -79,6 +79,7 @@ def _last_epoch_metrics(run_dir: Path) -> pd.Series:
     return val.loc[val.index.max(), ["val/loss", "val/bal_acc", "val/auroc"]]
 
 
+@pytest.mark.slow
 def test_resume_killed_run_matches_uninterrupted_run(tmp_path):
     (tmp_path / "killer.py").write_text(KILLER)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

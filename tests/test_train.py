@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from sklearn.metrics import balanced_accuracy_score
 
-from conftest import ROOT, compose_config
 from helpers.wandb_records import read_history
 from stainfree.data.jimt.synthetic import generate_dataset
 from stainfree.models.checkpoint import read_checkpoint_meta
 from stainfree.tasks.train import optimized_value, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A few small frames and a tiny input keep every run to seconds on 2 CPU cores.
 TINY = [
@@ -40,13 +42,13 @@ def _data_overrides(manifest: Path) -> list[str]:
     return [f"data.manifest={manifest}", f"data.cache_dir={manifest.parent.parent / 'cache'}", "data.synthetic=null"]
 
 
-def test_experiments_are_opt_in(tmp_path: Path) -> None:
+def test_experiments_are_opt_in(compose_cfg) -> None:
     """No experiment: the model's and data's own settings (the demo's 64 px / lr 2e-3 only on request)."""
-    cfg = compose_config(tmp_path, ["model=resnet50", "trainer=cpu"])
+    cfg = compose_cfg(["model=resnet50", "trainer=cpu"])
     assert cfg.get("experiment_name") is None
     assert cfg.model.input_size == 224 and cfg.model.optimizer.lr == pytest.approx(1e-5)
     assert cfg.model.scheduler is None and cfg.trainer.max_epochs == 30
-    demo = compose_config(tmp_path, ["experiment=demo"])
+    demo = compose_cfg(["experiment=demo"])
     assert demo.experiment_name == "demo" and demo.model.input_size == 64 and demo.trainer.max_epochs == 12
 
 
@@ -54,21 +56,19 @@ EXPERIMENTS = ["demo", "notreat_resnet18", "notreat_squeezenet", "doxo_inception
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_fast_dev_run_per_experiment(experiment: str, tiny_manifest: Path, tmp_path: Path) -> None:
+def test_fast_dev_run_per_experiment(experiment: str, tiny_manifest: Path, compose_cfg) -> None:
     overrides = [f"experiment={experiment}", "debug=fdr", *TINY, *_data_overrides(tiny_manifest)]
     if experiment == "doxo_inception":
         overrides.remove("model.input_size=32")  # Inception-v3 needs >= 75 px; keep its 299
         overrides.append("data.batch_size=2")
-    cfg = compose_config(tmp_path, overrides)
+    cfg = compose_cfg(overrides)
     metrics, objects = train(cfg)
     assert "test/bal_acc" in metrics and 0.0 <= metrics["test/bal_acc"] <= 1.0
     assert objects["datamodule"].dataset == cfg.data.dataset
 
 
-def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, tmp_path: Path) -> None:
-    cfg = compose_config(
-        tmp_path,
-        ["experiment=demo", *TINY, *_data_overrides(tiny_manifest), "trainer.max_epochs=2", "logger=many_loggers"],
+def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, compose_cfg) -> None:
+    cfg = compose_cfg(["experiment=demo", *TINY, *_data_overrides(tiny_manifest), "trainer.max_epochs=2", "logger=many_loggers"],
     )
     metrics, objects = train(cfg)
     run = Path(cfg.paths.output_dir)
@@ -98,18 +98,14 @@ def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, t
     assert (run / "csv" / "metrics.csv").is_file()
 
 
-def test_failing_job_in_multirun_does_not_raise(tiny_manifest: Path, tmp_path: Path) -> None:
-    cfg = compose_config(
-        tmp_path, ["experiment=demo", *TINY, *_data_overrides(tiny_manifest), "model.backbone.name=not_a_backbone"]
+def test_failing_job_in_multirun_does_not_raise(tiny_manifest: Path, compose_cfg) -> None:
+    cfg = compose_cfg(["experiment=demo", *TINY, *_data_overrides(tiny_manifest), "model.backbone.name=not_a_backbone"]
     )
     with pytest.raises(Exception, match="unknown backbone 'not_a_backbone'"):
         train(cfg)  # a single run fails loudly
-    OmegaConf.set_readonly(cfg.hydra, False)
-    with open_dict(cfg):
-        cfg.hydra.mode = RunMode.MULTIRUN
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().set_config(cfg)
+    hydra_node = HydraConfig.get()  # what task_wrapper asks to tell a sweep from a single run
+    OmegaConf.set_readonly(hydra_node, False)
+    hydra_node.mode = RunMode.MULTIRUN
     metrics, _ = train(cfg)  # inside a sweep: logged, recorded, the sweep goes on
     assert metrics["failed"] is True
     assert "not_a_backbone" in (Path(cfg.paths.output_dir) / "FAILED.txt").read_text()
@@ -119,6 +115,7 @@ def test_failing_job_in_multirun_does_not_raise(tiny_manifest: Path, tmp_path: P
     assert optimized_value(cfg, {cfg.optimized_metric: 0.75}) == 0.75
 
 
+@pytest.mark.slow
 def test_multirun_over_two_models_writes_two_runs(tiny_manifest: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [

@@ -73,18 +73,17 @@ def test_wandb_key_keeps_online_mode(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "WANDB_MODE" not in os.environ
 
 
-def test_scale_lr_rules_and_large_batch_configs(tmp_path: Path) -> None:
+def test_scale_lr_rules_and_large_batch_configs(compose_cfg) -> None:
     """sqrt/linear rules, bad input refused, and a CLI batch override rescales the recipe's lr."""
-    from conftest import compose_config
     from stainfree.utils.resolvers import scale_lr
 
     assert scale_lr(1e-3, 32, 128) == pytest.approx(2e-3)
     assert scale_lr(1e-3, 32, 128, "linear") == pytest.approx(4e-3)
     with pytest.raises(ValueError, match="rule"):
         scale_lr(1e-3, 32, 128, "cubic")
-    cfg = compose_config(tmp_path, ["experiment=demo_large_batch", "data.batch_size=128"])
+    cfg = compose_cfg(["experiment=demo_large_batch", "data.batch_size=128"])
     assert cfg.model.optimizer.lr == pytest.approx(2e-3 * 2)
-    paper = compose_config(tmp_path, ["experiment=notreat_resnet18_large_batch"])
+    paper = compose_cfg(["experiment=notreat_resnet18_large_batch"])
     assert paper.data.batch_size == 256 and paper.model.optimizer.lr == pytest.approx(1e-5 * 8)
     assert paper.trainer.precision == "bf16-mixed" and paper.model.channels_last
 
