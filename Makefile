@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench eval-demo clean-logs help
+.PHONY: install demo lint test test-all bench clean-logs help
 
 help:
 	@echo "make demo      - install, then train on built-in synthetic data on the CPU (a few minutes)"
+	@echo "make lint      - install, then check the code with ruff (lint + import order; CI)"
 	@echo "make test      - install, then run the fast test suite (CI)"
-	@echo "make test-all  - also the slow tests (DDP on CPU, longer trainings)"
+	@echo "make test-all  - also the slow tests (CLI subprocesses, sweeps, resume, DDP on CPU)"
 	@echo "make bench     - measure training/predict/preprocessing throughput on this machine"
 
 $(STAMP): pyproject.toml
@@ -22,6 +23,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) train.py experiment=demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # a checkout works without `pip install -e`
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # a checkout works without `pip install -e`
 from stainfree.utils.cli import CONFIG_DIR, REPO_ROOT, run_cli  # noqa: E402
 
 

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the subprocess alone may take 600 s
 def test_bench_script_runs_and_writes_its_table(tmp_path: Path) -> None:
     env = dict(os.environ, WANDB_MODE="offline", NO_ALBUMENTATIONS_UPDATE="1")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--device", "cpu", "--models", "resnet18",

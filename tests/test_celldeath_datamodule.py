@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from stainfree.data.celldeath import synthetic
 from stainfree.data.celldeath.datamodule import CellDeathDataModule
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

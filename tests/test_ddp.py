@@ -1,8 +1,9 @@
 """trainer=ddp on 2 CPU processes (gloo): runs, logs once, and tests on the un-padded test set.
 
 SyncBatchNorm is GPU-only in torch (DDP refuses it on CPU modules), so it is switched off here;
-everything else is `trainer=ddp` as shipped. The tiny demo set is chosen so the test split has an odd number of patches: the DistributedSampler
-pads it by one for 2 ranks, and the logged test metrics must still come from exactly the real patches.
+everything else is `trainer=ddp` as shipped. The tiny demo set is chosen so the test split has an
+odd number of patches: the DistributedSampler pads it by one for 2 ranks, and the logged test
+metrics must still come from exactly the real patches.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def _prepare(tmp: Path) -> tuple[list[str], int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the subprocess alone may take 900 s
 @pytest.mark.parametrize("strategy,logger", [
     ("ddp", "csv"),
     ("ddp_spawn", "none"),

@@ -117,13 +117,15 @@ def test_one_cycle_kwargs_reproduce_the_schedule() -> None:
     lrs_a = []
     for _ in range(20):
         lrs_a.append(opt.param_groups[0]["lr"])
-        opt.step(); a.step()
+        opt.step()
+        a.step()
     opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     b = OneCycleLR(opt2, max_lr=0.5, total_steps=20, **kw)
     lrs_b = []
     for _ in range(20):
         lrs_b.append(opt2.param_groups[0]["lr"])
-        opt2.step(); b.step()
+        opt2.step()
+        b.step()
     assert lrs_a == pytest.approx(lrs_b)
 
 

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stainfree.inference.dose_response import (DoseResponseError, fit_dose_response, logistic4,
-                                               plot_dose_response)
+from stainfree.inference.dose_response import DoseResponseError, fit_dose_response, logistic4, plot_dose_response
 from stainfree.inference.platemap import PlateMapError, match_images, read_plate_map
 from stainfree.inference.wells import well_dead_fractions
 from stainfree.inference.zprime import ZPrimeError, z_prime, z_prime_from_wells

@@ -65,6 +65,7 @@ def _run_train(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the sweep alone may take 900 s
 @pytest.mark.parametrize("storage", ["memory", "sqlite"])
 def test_optuna_two_trials(tmp_path, storage):
     import pandas as pd
@@ -94,6 +95,7 @@ def test_optuna_two_trials(tmp_path, storage):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the sweep alone may take 900 s
 def test_submitit_local_two_job_sweep(tmp_path):
     _prepare_demo(tmp_path)
     done = _run_train(tmp_path, "launcher=submitit_local", "hydra.launcher.timeout_min=15",

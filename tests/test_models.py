@@ -6,7 +6,6 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from omegaconf import open_dict
 
 from stainfree.models.backbones import PretrainedWeightsUnavailable, build_backbone
 from stainfree.models.classifier import LiveDeadClassifier

@@ -80,6 +80,7 @@ def _last_epoch_metrics(run_dir: Path) -> pd.Series:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three trainings, each allowed 600 s
 def test_resume_killed_run_matches_uninterrupted_run(tmp_path):
     (tmp_path / "killer.py").write_text(KILLER)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

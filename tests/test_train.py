@@ -116,6 +116,7 @@ def test_failing_job_in_multirun_does_not_raise(tiny_manifest: Path, compose_cfg
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the sweep alone may take 600 s
 def test_multirun_over_two_models_writes_two_runs(tiny_manifest: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [

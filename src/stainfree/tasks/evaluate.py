@@ -16,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stainfree.callbacks.eval_report import EvalReport
 from stainfree.models.checkpoint import CheckpointMeta, read_checkpoint_meta
-from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
 from stainfree.utils.cli import task_main
 from stainfree.utils.errors import UserError
+from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
 
@@ -67,7 +67,8 @@ def check_compatible(cfg: DictConfig, meta: CheckpointMeta, datamodule: Any) -> 
         problems.append(f"backbone: checkpoint {ckpt_backbone}, config {want_backbone} (add model={ckpt_backbone})")
     want_size = OmegaConf.select(cfg, "model.input_size")
     if want_size and hp.get("input_size") and int(want_size) != int(hp["input_size"]):
-        problems.append(f"input size: checkpoint {hp['input_size']}, config {want_size} (add model.input_size={hp['input_size']})")
+        problems.append(f"input size: checkpoint {hp['input_size']}, config {want_size} "
+                        f"(add model.input_size={hp['input_size']})")
     ckpt_names = list(meta.class_names)
     names = _class_names(datamodule)
     if ckpt_names and names and ckpt_names != names:

@@ -36,8 +36,8 @@ from stainfree.inference.predictor import (
 from stainfree.inference.tiling import Tiles, build_tiler
 from stainfree.inference.writers import write_csv, write_json
 from stainfree.models.checkpoint import read_checkpoint_meta
-from stainfree.utils.cli import task_main
 from stainfree.utils.atomic import unique_path
+from stainfree.utils.cli import task_main
 
 
 def predict(

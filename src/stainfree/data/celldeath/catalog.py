@@ -12,8 +12,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from stainfree.data.imageio import list_images
 from stainfree.data.celldeath.naming import NameScheme
+from stainfree.data.imageio import list_images
 from stainfree.utils.errors import MissingPathError, UserError
 
 log = logging.getLogger(__name__)

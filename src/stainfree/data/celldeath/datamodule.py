@@ -24,8 +24,12 @@ from stainfree.data.celldeath.dataset import TileDataset
 from stainfree.data.celldeath.naming import NameScheme
 from stainfree.data.celldeath.tiling import TileSpec, build_tiles, tile_boxes
 from stainfree.data.celldeath.transforms import TLMAugment
-from stainfree.data.samplers import (EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights,
-                                     drop_lone_last_batch)
+from stainfree.data.samplers import (
+    EpochRandomSampler,
+    EpochWeightedRandomSampler,
+    class_balanced_weights,
+    drop_lone_last_batch,
+)
 from stainfree.utils.atomic import atomic_path, unique_path
 from stainfree.utils.errors import UserError
 

@@ -16,9 +16,12 @@ from torch.utils.data import DataLoader
 from stainfree.data.jimt import preprocess
 from stainfree.data.jimt.dataset import JimtPatchDataset
 from stainfree.data.jimt.labels import CLASS_NAMES
-from stainfree.data.jimt.manifest import load_manifest
-from stainfree.data.samplers import (EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights,
-                                     drop_lone_last_batch)
+from stainfree.data.samplers import (
+    EpochRandomSampler,
+    EpochWeightedRandomSampler,
+    class_balanced_weights,
+    drop_lone_last_batch,
+)
 from stainfree.utils.errors import UserError
 
 _STAGE_SPLIT = {"fit": "train", "train": "train", "validate": "val", "val": "val",

@@ -109,7 +109,7 @@ def _build_frames(frames: pd.DataFrame, manifest: Path, cfg: dict[str, Any], fol
             raise FrameError(f"frame '{row.frame_id}' in {manifest}: {row.bf_abs} is {bf.shape}, but "
                              f"the first frame is {shape}; all frames must share one size")
         img8, lohi = bitdepth.to_uint8(bf, cfg["bf_to8bit"])
-        bf8[i] = img8
+        bf8[i] = img8  # noqa: F821 - the enclosing bf8, deleted only after the pool is done
         return (window_means(pi, origins, win), window_stds(img8, origins, win),
                 window_stds(empty_filter.contrast_image(bf), origins, win), lohi)
 
