@@ -155,7 +155,7 @@ def image_names(root: Path, paths: list[Path]) -> list[str]:
 
 
 def classify(model: torch.nn.Module, patches: np.ndarray, device: torch.device, batch_size: int,
-              amp_dtype: torch.dtype | None) -> np.ndarray:
+             amp_dtype: torch.dtype | None) -> np.ndarray:
     """Softmax probabilities [N, C] for uint8 patches [N, S, S], in batches."""
     out = []
     pin = device.type == "cuda"
@@ -188,7 +188,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def patch_table(name: str, tiles: Tiles, probs: np.ndarray, class_names: list[str],
-                 prob_cols: list[str]) -> pd.DataFrame:
+                prob_cols: list[str]) -> pd.DataFrame:
     table = pd.DataFrame({"image": name, "y": tiles.boxes[:, 0], "x": tiles.boxes[:, 1],
                           "empty": tiles.empty.astype(bool)})
     for j, col in enumerate(prob_cols):

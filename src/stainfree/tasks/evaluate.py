@@ -115,7 +115,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model = LiveDeadClassifier.from_checkpoint(meta)
 
     artifacts = EvalReport(out_subdir=cfg.get("report_subdir", "eval"), output_dir=cfg.paths.output_dir,
-                              tsne_max_points=int(cfg.get("tsne_max_points", 2000)))
+                           tsne_max_points=int(cfg.get("tsne_max_points", 2000)))
     callbacks = [artifacts] + instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
