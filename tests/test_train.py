@@ -16,7 +16,7 @@ from sklearn.metrics import balanced_accuracy_score
 from helpers.wandb_records import read_history
 from stainfree.data.jimt.synthetic import generate_dataset
 from stainfree.models.checkpoint import read_checkpoint_meta
-from stainfree.tasks.train import optimized_value, train
+from stainfree.tasks.train import format_run_summary, optimized_value, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,22 @@ def test_experiments_are_opt_in(compose_cfg) -> None:
     assert cfg.model.scheduler is None and cfg.trainer.max_epochs == 30
     demo = compose_cfg(["experiment=demo"])
     assert demo.experiment_name == "demo" and demo.model.input_size == 64 and demo.trainer.max_epochs == 12
+
+
+def test_run_summary_shows_the_interval_and_test_size(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    """The summary the README shows: balanced accuracy with the report's 95% interval and n; paths as typed."""
+    cfg = compose_cfg([])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run" / "eval").mkdir(parents=True)
+    report = {"bal_acc_ci": {"level": 0.95, "lower": 0.78412, "upper": 0.90831}, "n": 188,
+              "report_dir": str(tmp_path / "run" / "eval")}
+    metrics = {"test/bal_acc": 0.857142, "test/auroc": 0.97551, "val/bal_acc_best": float("nan"),
+               "best_ckpt": str(tmp_path / "run" / "checkpoints" / "best.ckpt")}
+    lines = format_run_summary(cfg, metrics, report).splitlines()
+    assert lines[1] == "== stainfree run: train (run) =="
+    assert lines[2] == "  test/bal_acc       0.8571        (95% interval 0.784-0.908, Brodersen et al. 2010; 188 test patches)"
+    assert lines[3] == "  test/auroc         0.9755"
+    assert lines[4:] == ["  best checkpoint    run/checkpoints/best.ckpt", "  plots and tables   run/eval"]
 
 
 EXPERIMENTS = ["demo", "notreat_resnet18", "notreat_squeezenet", "doxo_inception"]
