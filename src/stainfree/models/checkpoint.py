@@ -77,7 +77,15 @@ def read_checkpoint_meta(path: str | os.PathLike | None) -> CheckpointMeta:
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any load failure means the same to the user
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"ckpt_path={file}: not a readable PyTorch checkpoint ({reason}); "
+        raise CheckpointError(f"ckpt_path={file}: not a readable PyTorch checkpoint ({_load_failure(exc)}); "
                               "pass a .ckpt written by train.py") from exc
     return checkpoint_meta(checkpoint, file)
+
+
+def _load_failure(exc: Exception) -> str:
+    """torch.load's reason in a few words (its weights_only refusal is a paragraph)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        return "weights_only=True refused it: " + " ".join(detail.split())
+    return " ".join(text.split())[:200] or type(exc).__name__
