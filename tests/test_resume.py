@@ -56,6 +56,9 @@ def _train(tmp: Path, run_dir: Path, *extra: str, wait: bool = True):
     env = dict(os.environ, PYTHONPATH=f"{tmp}{os.pathsep}{ROOT / 'src'}", WANDB_MODE="offline",
                WANDB_SILENT="true", NO_ALBUMENTATIONS_UPDATE="1")
     env.pop("WANDB_API_KEY", None)
+    # an earlier in-process W&B run (e.g. test_eval_cli's) leaves its service address here; sharing it,
+    # the resumed run is refused ("run ID ... is in use") while the killed run is still registered there
+    env.pop("WANDB_SERVICE", None)
     cmd = [sys.executable, str(ROOT / "train.py"), *OVERRIDES, f"paths.data_dir={tmp / 'data'}",
            f"paths.log_dir={tmp / 'logs'}", f"hydra.run.dir={run_dir}", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
