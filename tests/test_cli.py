@@ -57,7 +57,8 @@ def test_user_error_is_one_line_and_exit_2(task, args, line, inputs, cli) -> Non
     args = [a.format(**inputs) for a in args]
     code, _, err = cli(entry, prog, *args, f"paths.log_dir={tmp / 'logs'}", f"paths.data_dir={tmp / 'data'}")
     assert code == 2, err
-    assert err.rstrip().splitlines()[-1].startswith(f"{prog}: error: " + line.format(**inputs)), err
+    assert len(err.strip().splitlines()) == 1, err  # the error line is all there is on stderr
+    assert err.startswith(f"{prog}: error: " + line.format(**inputs)), err
     assert "Traceback" not in err and "Error executing job" not in err
     # nothing was started: no W&B run, no checkpoint
     assert not list((tmp / "logs").rglob("wandb")) and not list((tmp / "logs").rglob("*.ckpt"))

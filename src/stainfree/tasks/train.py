@@ -108,8 +108,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit and test; returns (metrics, objects). The sweep target is ``cfg.optimized_metric``."""
     if cfg.get("extras", {}).get("print_config"):
         log.info("config:\n%s", OmegaConf.to_yaml(resolved_config(cfg)))
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("seed") is not None:  # logged with the run's other progress lines: stderr is for errors
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        log.info("seed %d", cfg.seed)
     check_config_values(cfg)
     check_accelerator(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
