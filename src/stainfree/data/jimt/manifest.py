@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from stainfree.errors import UserError
+
 REQUIRED_COLUMNS = ("frame_id", "dataset", "bf_path", "pi_path")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """The manifest is missing or malformed; the message names the file and the fix."""
 
 
