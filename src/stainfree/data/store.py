@@ -99,6 +99,8 @@ def _fill(folder: Path, table: pd.DataFrame, units: pd.DataFrame, spec: Preproce
     n, size = len(table), spec.input_size
     crops = np.lib.format.open_memmap(folder / "crops.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
     boxes = table[list(BOX)].to_numpy(np.float64)
+    sizes = (table[["image_height", "image_width"]].to_numpy(np.int64)
+             if {"image_height", "image_width"} <= set(table.columns) else None)
     cut = np.zeros((n, 4), np.int64)
     std = np.zeros(n, np.float64)
     thumbs = np.zeros((len(units), duplicates.THUMB, duplicates.THUMB), np.uint8)
@@ -108,6 +110,10 @@ def _fill(folder: Path, table: pd.DataFrame, units: pd.DataFrame, spec: Preproce
         path, channel, rows = units.at[u, "path"], units.at[u, "channel"], units.at[u, "rows"]
         image8, digest = loader(path, None if pd.isna(channel) else int(channel))
         h, w = image8.shape
+        if sizes is not None and (sizes[rows] != (h, w)).any():
+            hh, ww = sizes[rows][np.argmax((sizes[rows] != (h, w)).any(axis=1))]
+            raise SampleTableError(f"{path}: the table was made for a {ww}x{hh} image but it decodes as {w}x{h}; "
+                                   "the file changed (or has an EXIF rotation): re-export it without rotation")
         b = boxes[rows]
         outside = ~np.isnan(b).any(axis=1) & ((b[:, 0] >= w) | (b[:, 1] >= h) | (b[:, 2] <= 0) | (b[:, 3] <= 0))
         if outside.any():

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stainfree.data.imageio import list_images, read_image
+from stainfree.data.imageio import list_images
 from stainfree.inference.tiling import Tiles, build_tiler
 from stainfree.inference.writers import write_csv, write_json
 from stainfree.utils.atomic import unique_path
@@ -145,8 +145,7 @@ class _FrameDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
-            image = read_image(self.paths[i], grey=True)
-            tiles = self.tiler(image)
+            tiles = self.tiler(self.paths[i])  # read by the checkpoint's spec (channel, 8-bit rule)
             return dict(name=self.names[i], tiles=tiles, error=None)
         except Exception as exc:  # noqa: BLE001 - recorded per file and reported in the summary
             message = str(exc) if str(self.paths[i]) in str(exc) else f"{self.paths[i]}: {exc}"
