@@ -105,3 +105,13 @@ def test_real_u2os_within_replicate() -> None:
     assert set(table["replicate"]) == {"N1"} and table["image_id"].nunique() == 24
     assert (table.groupby("image_id")["split"].nunique() == 1).all()
     assert set(dm.split_table("test")["treatment"]) == {"control", "celldeath"}
+
+
+def test_a_folder_with_one_class_stops_before_training(tmp_path: Path) -> None:
+    """Issue 8: a folder of CPT fields only used to train and report bal_acc 1.0 with AUROC NaN."""
+    root = synthetic.generate(tmp_path / "tlm", ["PC3"], images_per_group=3, replicates=3, size=(160, 120))
+    for dmso in root.glob("*DMSO*"):
+        dmso.unlink()
+    dm = CellDeathDataModule(root, input_size=16, num_workers=0, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"^the train split has no 'control' samples .*change the split settings"):
+        dm.setup("fit")

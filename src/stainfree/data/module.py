@@ -122,8 +122,8 @@ class SampleDataModule(pl.LightningDataModule):
 
     def pixel_spec(self) -> PreprocessSpec:
         """The parts of the spec that decide crop pixels (the crop store's key)."""
-        return PreprocessSpec(input_size=self.input_size, channel=self.channel, to_8bit=self.eight_bit,
-                              region=self.region)
+        channel = self._hints.get("channel") if self._hints.get("channel") is not None else self.channel
+        return PreprocessSpec(input_size=self.input_size, channel=channel, to_8bit=self.eight_bit, region=self.region)
 
     def frame_loader(self) -> Loader | None:
         """8-bit source images for the store (None = decode with ``pixels``)."""
@@ -306,6 +306,11 @@ class SampleDataModule(pl.LightningDataModule):
         counts.index.name = "split"
         counts["total"] = counts.sum(axis=1)
         return counts
+
+    @property
+    def pi_thresholds(self) -> dict[str, float]:
+        """Live/dead fluorescence thresholds of a labelling importer (pairs), for the PI figures; {} if none."""
+        return dict(self._hints.get("pi_thresholds") or {})
 
     def preprocess_spec(self) -> PreprocessSpec:
         self.setup()

@@ -93,8 +93,9 @@ def validate_samples(table: pd.DataFrame, source: str, root: str | os.PathLike |
     if dup:
         raise SampleTableError(f"{source}: duplicated sample_id(s) {_some(dup)}; each sample needs a unique id")
     if "channel" in t.columns:
-        ch = pd.to_numeric(t["channel"], errors="coerce")
-        if ((ch < 0) | (ch != ch.round())).any():
+        ch = pd.to_numeric(t["channel"].astype("object").where(t["channel"].notna(), np.nan), errors="coerce")
+        given = ch.dropna()
+        if ((given < 0) | (given != given.round())).any() or ch.isna().sum() > t["channel"].isna().sum():
             raise SampleTableError(f"{source}: channel must be a page/channel index >= 0 or empty")
         t["channel"] = ch.astype("Int64")
     if check_files:

@@ -155,6 +155,7 @@ def build_store(table: pd.DataFrame, spec: PreprocessSpec, cache_dir: str | os.P
     if slot.ready("crops.npy"):
         return CropStore.open(slot.folder)
     slot.notice(f"crop store {slot.folder.name}")
+    slot.clear()
     start = time.perf_counter()
     with atomic_dir(slot.folder) as tmp:
         _fill(tmp, table, units, spec, loader or default_loader(spec), workers or min(8, os.cpu_count() or 1))

@@ -137,6 +137,15 @@ def _looks_like_cache(name: str) -> bool:
     return bool(re.fullmatch(r"(frames|jimt|celldeath_tiles|samples|pairs)-[0-9a-f-]+", name))
 
 
+def discard_dir(folder: str | os.PathLike) -> None:
+    """Remove a finished folder so it can be rebuilt: renamed to a temp name of this process first
+    (readers never see it half-deleted; a crash leaves a temp folder the next build removes)."""
+    folder = Path(folder)
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_TMP_TAG}{_owner()}-", dir=folder.parent))
+    os.rename(folder, aside / folder.name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def unique_path(target: str | os.PathLike) -> Path:
     """Return ``target`` if free, else ``name_1.ext``, ``name_2.ext``...: never clobber earlier output."""
     target = Path(target)

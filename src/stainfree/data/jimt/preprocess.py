@@ -306,17 +306,15 @@ class Prepared:
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _remove_stale(cache_dir: Path, slot: identity.CacheSlot) -> None:
-    """Drop frames folders built from older file versions and the stage-2 folders made from them."""
-    names = {p.name for p in slot.stale}
+def _drop_index_folders(cache_dir: Path, frames_names: set[str]) -> None:
+    """Remove the stage-2 folders made from the named (stale or invalid) frames folders."""
     for folder in Path(cache_dir).glob("jimt-*"):
         try:
             made_from = json.loads((folder / "config.json").read_text()).get("frames_dir")
         except (OSError, ValueError):
             continue
-        if made_from in names:
+        if made_from in frames_names:
             shutil.rmtree(folder, ignore_errors=True)
-    slot.remove_stale()
 
 
 def prepare(manifest: str | os.PathLike, cache_dir: str | os.PathLike, cfg: dict[str, Any],
@@ -333,10 +331,12 @@ def prepare(manifest: str | os.PathLike, cache_dir: str | os.PathLike, cfg: dict
     built = False
     if not slot.ready("bf8.npy"):
         slot.notice(f"JIMT-1 frames cache for {manifest}")
+        _drop_index_folders(cache_dir, {p.name for p in slot.stale} | ({slot.folder.name} if slot.invalid else set()))
+        slot.clear()
         with atomic_dir(slot.folder) as tmp:
             _build_frames(frames, manifest, cfg, tmp, workers or min(8, os.cpu_count() or 1))
             slot.write_identity(tmp)
-        _remove_stale(cache_dir, slot)
+        slot.remove_stale()
         built = True
     folder = cache_dir / f"jimt-{index_key(slot.folder, cfg)}"
     if not (folder / "index.csv").is_file():
