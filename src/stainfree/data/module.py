@@ -232,6 +232,8 @@ class SampleDataModule(pl.LightningDataModule):
         if self.duplicates.near:
             thumbs = store.thumbnails()[store.images.index[~store.images["path"].duplicated()]]
             near = [[images.at[i, "path"] for i in c] for c in dup.near_clusters(thumbs, self.duplicates.near_threshold)]
+            group_of = table.drop_duplicates("path").set_index("path")["group"]
+            near = [c for c in near if group_of.reindex(c).nunique() > 1]  # not already one group (exact copies)
             table, merged = dup.merge_groups(table, "path", near)
             self._notice(f"near-duplicate grouping (dihedral correlation >= {self.duplicates.near_threshold}): "
                          f"{len(near)} cluster(s) of similar images, {merged} group(s) merged"

@@ -26,6 +26,7 @@ import pandas as pd
 
 from stainfree.data import duplicates, identity
 from stainfree.data.imageio import ImageReadError, read_image
+from stainfree.data.pixels import resize_square
 from stainfree.data.jimt import bitdepth, empty_filter, labels, splits
 from stainfree.data.jimt.manifest import load_manifest, manifest_digest
 from stainfree.data.jimt.report import pi_histogram, table1, table1_markdown
@@ -171,7 +172,7 @@ def _apply_empty_filter(windows: pd.DataFrame, frames_dir: Path, cfg: dict[str, 
     net = empty_filter.build_feature_backbone(cfg)
     size, bs = cfg["feature_size"], cfg["batch_size"]
     ex_feats = empty_filter.extract_features(
-        net, empty_filter.batched(lambda i: _square(images[i], size), len(images), bs), size)
+        net, empty_filter.batched(lambda i: resize_square(images[i], size), len(images), bs), size)
     svm = empty_filter.fit_svm(ex_feats, y, C=cfg["C"])
     bf8 = np.load(frames_dir / "bf8.npy", mmap_mode="r")
     win = int(json.loads((frames_dir / "frames.json").read_text())["window"])
@@ -186,12 +187,6 @@ def _apply_empty_filter(windows: pd.DataFrame, frames_dir: Path, cfg: dict[str, 
     print(f"empty-filter SVM: cross-validated F1 (empty) = {svm.cv_f1:.3f} "
           f"on {svm.n_empty} empty / {svm.n_nonempty} non-empty examples")
     return svm.model.predict(feats) == 1, score, report
-
-
-def _square(img: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR)
 
 
 def _build_index(frames_dir: Path, cfg: dict[str, Any], out: Path) -> pd.DataFrame:
