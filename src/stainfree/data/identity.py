@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,6 @@ from typing import Any, Sequence
 
 from stainfree.errors import UserError
 
-log = logging.getLogger(__name__)
 
 VERIFY_MODES = ("none", "sample", "all")
 IDENTITY_FILE = "identity.json"
@@ -122,7 +120,6 @@ class CacheSlot:
         more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
         msg = (f"{what}: {len(self.changed)} source file(s) changed since the cache was built "
                f"({', '.join(names[:3])}{more}); rebuilding it")
-        log.warning(msg)
         print(msg)
 
     def clear(self) -> None:

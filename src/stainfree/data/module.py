@@ -8,8 +8,8 @@ Contract: docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
-import logging
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,7 +30,6 @@ from stainfree.data.store import CropStore, Loader, build_store
 from stainfree.errors import UserError
 from stainfree.utils.atomic import atomic_path, unique_path
 
-log = logging.getLogger(__name__)
 
 STAGE_SPLIT = {"fit": "train", "train": "train", "validate": "val", "val": "val", "test": "test", "predict": "test"}
 BACKGROUND_PERCENTILE = 2.0  # windows whose 8-bit std is below this percentile of the training crops' are background
@@ -47,6 +46,15 @@ def plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def _typed(kind: type, values: dict[str, Any], where: str) -> Any:
+    """A spec part from a config dict: unknown keys refused with one line, null = the default."""
+    allowed = [f.name for f in fields(kind)]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise UserError(f"data.{where}: unknown key(s) {unknown}; allowed: {allowed}")
+    return kind(**{k: v for k, v in values.items() if v is not None})
 
 
 def _dihedral_augment() -> Augment:
@@ -72,8 +80,10 @@ class SampleDataModule(pl.LightningDataModule):
         given = {k: plain(v) for k, v in locals().items() if k in COMMON_KEYS}
         super().__init__()
         self.input_size = int(input_size)
-        self.eight_bit = EightBit(**{**(plain(to_8bit) or {}), "stretch_8bit": bool(stretch_8bit)})
-        self.region = Region(**(plain(region) or {}))
+        self.eight_bit = _typed(EightBit, {**(plain(to_8bit) or {}), "stretch_8bit": bool(stretch_8bit)}, "to_8bit")
+        self.region = _typed(Region, plain(region) or {}, "region")
+        if channel != "mean" and not str(channel).isdigit():
+            raise UserError(f"data.channel={channel!r} must be 'mean' or a channel/page index (0, 1, ...)")
         self.channel = channel if channel == "mean" else int(channel)
         PreprocessSpec(self.input_size, self.channel, self.eight_bit, self.region)  # validates now, not after loading
         self.expected_classes = None if num_classes is None else int(num_classes)
@@ -242,7 +252,6 @@ class SampleDataModule(pl.LightningDataModule):
 
     @rank_zero_only
     def _notice(self, message: str) -> None:
-        log.warning(message)
         print(f"data: {message}")
 
     def setup(self, stage: str | None = None) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pytorch_lightning.utilities import rank_zero_only
 
 from stainfree.data.jimt import preprocess
 from stainfree.data.jimt.labels import CLASS_NAMES
@@ -71,7 +72,8 @@ class JimtDataModule(SampleDataModule):
         """The JIMT cache (built or verified and reused once per DataModule)."""
         if self._prepared is None:
             self.ensure_data()
-            self._prepared = preprocess.prepare(self.manifest, self.cache_dir, self.prep_cfg, verify=self.verify)
+            self._prepared = preprocess.prepare(self.manifest, self.cache_dir, self.prep_cfg, verify=self.verify,
+                                                verbose=rank_zero_only.rank == 0)
         return self._prepared
 
     def load_table(self) -> pd.DataFrame:
