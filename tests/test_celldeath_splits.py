@@ -33,7 +33,7 @@ def _all(dm: CellDeathDataModule) -> pd.DataFrame:
 def _assert_fields_in_one_split(dm: CellDeathDataModule) -> None:
     table = _all(dm)
     assert (table.groupby("image_id")["split"].nunique() == 1).all()
-    assert (table.groupby("image_id").size() == dm.spec.n_tiles).all()
+    assert (table.groupby("image_id").size() == dm.n_tiles).all()
 
 
 def test_held_out_replicate(tlm: Path) -> None:

@@ -61,9 +61,11 @@ def test_splits_are_disjoint_by_frame(dm: JimtDataModule) -> None:
 def test_summary_and_preprocess_config(dm: JimtDataModule) -> None:
     s = dm.summary().set_index("dataset")
     assert s.loc["notreat", "train_live"] == (dm.split_table("fit")["target"] == 0).sum()
-    cfg = dm.preprocess_config()
-    assert cfg["window"] == 224 and cfg["input_size"] == 32 and cfg["class_names"] == ["live", "dead"]
-    assert cfg["labels"]["live_below"] < cfg["labels"]["dead_above"]
+    cfg = dm.preprocess_config()  # PreprocessSpec.to_dict(): what predict needs, stored in checkpoints
+    assert cfg["schema"] == 2 and cfg["layout"] == {"kind": "windows", "window": 224, "stride": 224, "n_tiles": None}
+    assert cfg["input_size"] == 32 and cfg["source_scale"] == 224 and cfg["to_8bit"]["stretch_8bit"] is True
+    assert dm.class_names == ["live", "dead"]
+    assert dm.pi_thresholds["live_below"] < dm.pi_thresholds["dead_above"]
 
 
 def test_weighted_sampler_balances_classes() -> None:

@@ -56,6 +56,58 @@ def read_image(path: str | os.PathLike, grey: bool = True) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def read_channel(path: str | os.PathLike, channel: int) -> np.ndarray:
+    """One plane of ``path``: page/channel ``channel`` of a multi-page or OME TIFF (first axis of its
+    stack), or colour channel ``channel`` (R=0, G=1, B=2) of an RGB image. Bit depth is kept.
+    """
+    path = Path(path)
+    image = _read_stack(path) if path.suffix.lower() in (".tif", ".tiff") else read_image(path, grey=False)
+    if image.ndim == 2:
+        planes, what = image[None], "plane"
+    elif path.suffix.lower() in (".tif", ".tiff") and image.ndim == 3 and image.shape[-1] not in (3, 4):
+        planes, what = image, "page"
+    else:
+        planes, what = np.moveaxis(image[..., :3] if image.shape[-1] == 4 else image, -1, 0), "colour channel"
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            planes = planes[::-1]  # cv2 decodes BGR; channel 0 means red
+    if not 0 <= int(channel) < len(planes):
+        raise ImageReadError(f"{path}: has {len(planes)} {what}(s), so channel {channel} does not exist; "
+                             f"use a channel index 0..{len(planes) - 1}")
+    return np.ascontiguousarray(planes[int(channel)])
+
+
+def _read_stack(path: Path) -> np.ndarray:
+    """All pages of a TIFF as [pages, H, W] (or H x W (x samples) for a single page), bit depth kept."""
+    import tifffile
+
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file; check the path or the table that lists it")
+    try:
+        image = np.squeeze(tifffile.imread(str(path)))
+    except Exception:  # noqa: BLE001 - any failure means the same thing to the user
+        raise ImageReadError(f"{path}: the file is empty, truncated or not a TIFF; re-export it or remove it") from None
+    if image.dtype not in (np.uint8, np.uint16):
+        image = _to_uint16(image)
+    if image.ndim > 3:
+        raise ImageReadError(f"{path}: a {image.ndim}-D stack {image.shape}; save one [pages, H, W] stack per field")
+    return image
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) from the file header when possible (no full decode), else by reading it."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            width, height = im.size
+            if getattr(im, "n_frames", 1) == 1:
+                return int(height), int(width)
+    except Exception:  # noqa: BLE001 - PIL cannot read every TIFF flavour: decode instead
+        pass
+    image = read_image(path)
+    return int(image.shape[0]), int(image.shape[1])
+
+
 def _to_uint16(image: np.ndarray) -> np.ndarray:
     """Map any other numeric image linearly onto the uint16 range (used for float/int32 TIFFs)."""
     image = image.astype(np.float64)

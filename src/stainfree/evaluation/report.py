@@ -193,15 +193,13 @@ def pi_thresholds(datamodule: Any) -> dict[str, float]:
 
 
 def pi_histogram_data(datamodule: Any, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Mean PI of every non-empty patch (labelled or between the thresholds) when the DataModule's
-    cache index is readable (the paper's histogram), else of the labelled test patches."""
-    try:
-        cache = (datamodule.preprocess_config() or {}).get("cache")
-    except Exception:  # noqa: BLE001 - no cache description: fall back to the test split
-        cache = None
-    index_csv = Path(cache) / "index.csv" if cache else None
-    if index_csv is not None and index_csv.is_file():
-        index = pd.read_csv(index_csv)
+    """Mean PI of every non-empty patch (labelled or between the thresholds) when the DataModule has a
+    ``window_index()`` (the paper's histogram), else of the labelled test patches."""
+    try:  # JIMT-1: every window, labelled or not
+        index = datamodule.window_index() if hasattr(datamodule, "window_index") else None
+    except Exception:  # noqa: BLE001 - no window index: fall back to the test split
+        index = None
+    if index is not None:
         if "pi_mean" in index:
             if "empty" in index:
                 index = index[~index["empty"].astype(bool)]

@@ -16,7 +16,6 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stainfree.data.imageio import read_image
 from stainfree.inference.tiling import Tiles
 from stainfree.models.checkpoint import CheckpointMeta
 from stainfree.utils.errors import UserError
@@ -139,8 +138,7 @@ class FrameDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
-            image = read_image(self.paths[i], grey=True)
-            tiles = self.tiler(image)
+            tiles = self.tiler(self.paths[i])  # read by the checkpoint's spec (channel, 8-bit rule)
             return dict(name=self.names[i], tiles=tiles, error=None)
         except Exception as exc:  # noqa: BLE001 - recorded per file and reported in the summary
             message = str(exc) if str(self.paths[i]) in str(exc) else f"{self.paths[i]}: {exc}"

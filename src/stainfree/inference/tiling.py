@@ -1,22 +1,27 @@
-"""Tile a raw frame exactly as training did, from the checkpoint's ``preprocess`` settings.
+"""Lay out a raw image for predict exactly as training cut it, from the checkpoint's PreprocessSpec.
 
-The tiling, 8-bit conversion and empty-patch filter are the data packages' own functions (not
-re-implementations), so a checkpoint sees at predict time the pixels it saw in training.
-Two layouts exist: sliding windows with an empty filter (JIMT-1, ``window``/``stride`` keys)
-and a fixed grid of tiles resized to the model input (celldeath, ``n_tiles`` key).
+Pixels come from ``stainfree.data.pixels`` (``load_source`` + ``layout_boxes`` + ``cut_regions``),
+the same functions that filled the training crop store, so a checkpoint sees at predict time the
+pixels it was trained on (tests/test_parity.py proves it per source). The empty-window filter is
+the JIMT-1 one (window statistics of ``jimt.tiling`` / ``jimt.empty_filter``, or the cache's SVM).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from stainfree.data import pixels
+from stainfree.data.spec import PreprocessSpec
+
 
 @dataclass
 class Tiles:
-    """One frame, tiled: ``patches`` uint8 [N, S, S] (model input size), ``boxes`` [N, 4] (y, x, h, w)
-    in frame pixels, ``empty`` bool [N], and ``frame8`` the 8-bit frame (for the overlay)."""
+    """One image, laid out: ``patches`` uint8 [N, S, S] (model inputs), ``boxes`` [N, 4] (y, x, h, w)
+    of the layout regions in image pixels, ``empty`` bool [N], and ``frame8`` the 8-bit image (overlay)."""
 
     frame8: np.ndarray
     boxes: np.ndarray
@@ -30,97 +35,64 @@ class Tiles:
                              f"{self.empty.shape} empty flags")
 
 
-Tiler = Callable[[np.ndarray], Tiles]
+EmptyFilter = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (raw grey, image8, boxes) -> bool [N]
 
 
-def build_tiler(preprocess: dict[str, Any]) -> Tiler:
-    """Pick the tiler for a checkpoint's ``preprocess`` dict; a clear error for unknown layouts."""
-    if preprocess.get("study") == "celldeath" or preprocess.get("n_tiles"):
-        return GridTiler(preprocess)
-    if preprocess.get("window"):
-        return WindowTiler(preprocess)
-    raise ValueError(
-        f"checkpoint preprocess settings {sorted(preprocess)} name neither 'n_tiles' (celldeath grid) nor "
-        "'window' (JIMT-1 sliding windows); the checkpoint was written by an incompatible version"
-    )
+class Tiler:
+    """``tiler(path_or_array) -> Tiles`` for one checkpoint's spec (a path is read by ``pixels.read_grey``)."""
 
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.spec = spec
+        self.empty_filter = build_empty_filter(spec.empty_filter)
 
-class GridTiler:
-    """celldeath: grid of ``n_tiles`` tiles, each resized to the model input (no empty filter)."""
-
-    def __init__(self, preprocess: dict[str, Any]) -> None:
-        from stainfree.data.celldeath.tiling import TileSpec
-
-        eight = preprocess.get("to_8bit", {}) or {}
-        self.spec = TileSpec(n_tiles=int(preprocess["n_tiles"]), input_size=int(preprocess["input_size"]),
-                             resize=str(preprocess.get("resize", "squish")),
-                             low_pct=float(eight.get("low_pct", 0.5)), high_pct=float(eight.get("high_pct", 99.5)))
-
-    def __call__(self, image: np.ndarray) -> Tiles:
-        from stainfree.data.celldeath.tiling import resize_tile, tile_boxes, to_uint8
-
-        frame8 = to_uint8(image, self.spec.low_pct, self.spec.high_pct)
-        boxes = tile_boxes(*frame8.shape, self.spec.n_tiles)
-        patches = np.stack([resize_tile(frame8[y0:y1, x0:x1], self.spec.input_size, self.spec.resize)
-                            for _, _, y0, y1, x0, x1 in boxes])
-        yxhw = np.array([(y0, x0, y1 - y0, x1 - x0) for _, _, y0, y1, x0, x1 in boxes], dtype=np.int64)
-        return Tiles(frame8=frame8, boxes=yxhw, patches=patches, empty=np.zeros(len(boxes), bool))
-
-
-class WindowTiler:
-    """JIMT-1: 16->8-bit conversion, sliding windows, empty filter, resize to the model input.
-
-    The empty filter uses the statistic the training cache used (``contrast`` of the raw frame or
-    ``bf8_std`` of the 8-bit one) or the SVM saved with the cache (``svm_path``).
-    """
-
-    def __init__(self, preprocess: dict[str, Any]) -> None:
-        from stainfree.data.jimt import bitdepth, empty_filter
-
-        self.window = int(preprocess["window"])
-        self.stride = int(preprocess.get("stride") or self.window)
-        self.input_size = int(preprocess.get("input_size") or self.window)
-        self.to8 = bitdepth.check_config(dict(preprocess.get("bf_to8bit") or {}))
-        raw_filter = dict(preprocess.get("empty_filter") or {"method": "none"})
-        svm_path = raw_filter.pop("svm_path", None) or preprocess.get("svm_path")
-        self.empty_cfg = empty_filter.check_config(raw_filter) if raw_filter.get("method") != "svm" else raw_filter
-        self.svm = None
-        if self.empty_cfg["method"] == "svm":
-            self.svm = _SvmEmptyFilter(self.empty_cfg, svm_path)
-
-    def __call__(self, image: np.ndarray) -> Tiles:
-        import cv2
-
-        from stainfree.data.jimt import bitdepth, empty_filter
-        from stainfree.data.jimt.tiling import window_origins, window_stds
-
-        frame8, _ = bitdepth.to_uint8(image, self.to8)
-        origins = window_origins(*frame8.shape, self.window, self.stride)
-        w = self.window
-        crops = [frame8[y:y + w, x:x + w] for y, x in origins]
-        method = self.empty_cfg["method"]
-        if method == "variance":
-            source = frame8 if self.empty_cfg["statistic"] == "bf8_std" else empty_filter.contrast_image(image)
-            empty = window_stds(source, origins, w) < float(self.empty_cfg["threshold"])
-        elif method == "svm":
-            empty = self.svm(crops)
+    def __call__(self, source: str | os.PathLike | np.ndarray) -> Tiles:
+        if isinstance(source, np.ndarray):
+            raw = pixels.select_channel(source, self.spec.channel)
         else:
-            empty = np.zeros(len(origins), bool)
-        if self.input_size != w:
-            interp = cv2.INTER_AREA if self.input_size < w else cv2.INTER_LINEAR
-            crops = [cv2.resize(c, (self.input_size, self.input_size), interpolation=interp) for c in crops]
-        patches = np.stack(crops) if crops else np.zeros((0, self.input_size, self.input_size), np.uint8)
-        boxes = np.column_stack([origins, np.full((len(origins), 2), w, np.int64)])
-        return Tiles(frame8=frame8, boxes=boxes, patches=np.ascontiguousarray(patches),
-                     empty=np.asarray(empty, bool))
+            raw = pixels.read_grey(source, self.spec.channel)
+        frame8 = pixels.to_8bit(raw, self.spec.to_8bit)
+        boxes = pixels.layout_boxes(frame8.shape[0], frame8.shape[1], self.spec)
+        patches = pixels.cut_regions(frame8, boxes, self.spec)
+        empty = self.empty_filter(raw, frame8, boxes)
+        ib = np.floor(boxes + 0.5).astype(np.int64)
+        yxhw = np.column_stack([ib[:, 1], ib[:, 0], ib[:, 3] - ib[:, 1], ib[:, 2] - ib[:, 0]])
+        return Tiles(frame8=frame8, boxes=yxhw, patches=patches, empty=np.asarray(empty, bool))
+
+
+def build_tiler(preprocess: dict[str, Any] | PreprocessSpec) -> Tiler:
+    """The tiler of a checkpoint's ``preprocess`` entry (schema 2, or a legacy dict: converted)."""
+    spec = preprocess if isinstance(preprocess, PreprocessSpec) else PreprocessSpec.from_dict(preprocess)
+    return Tiler(spec)
+
+
+def build_empty_filter(cfg: dict[str, Any] | None) -> EmptyFilter:
+    """none / variance (``contrast`` of the raw image or ``bf8_std`` of the 8-bit one, per region) / svm."""
+    from stainfree.data.jimt import empty_filter
+
+    cfg = dict(cfg or {"method": "none"})
+    method = cfg.get("method", "none")
+    if method == "svm":
+        return _SvmEmptyFilter(cfg)
+    if method == "none":
+        return lambda raw, frame8, boxes: np.zeros(len(boxes), bool)
+    checked = empty_filter.check_config(cfg)
+    threshold = float(checked["threshold"])
+
+    def variance(raw: np.ndarray, frame8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        from stainfree.data.jimt.tiling import box_stds
+
+        image = frame8 if checked["statistic"] == "bf8_std" else empty_filter.contrast_image(raw)
+        return box_stds(image, np.floor(boxes + 0.5).astype(np.int64)) < threshold
+
+    return variance
 
 
 class _SvmEmptyFilter:
-    """The paper's empty filter at predict time: the cache's fitted SVM on frozen CNN features."""
+    """The paper's empty filter at predict time: the cache's fitted SVM on frozen CNN features of
+    each window's 8-bit source pixels (as in training)."""
 
-    def __init__(self, cfg: dict[str, Any], svm_path: str | None) -> None:
-        from pathlib import Path
-
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        svm_path = cfg.get("svm_path")
         if not svm_path or not Path(svm_path).is_file():
             raise FileNotFoundError(
                 f"the checkpoint's empty filter is an SVM but its file ({svm_path or 'no svm_path recorded'}) "
@@ -134,9 +106,11 @@ class _SvmEmptyFilter:
         self.model = joblib.load(svm_path)
         self.net = empty_filter.build_feature_backbone(cfg)
 
-    def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
+    def __call__(self, raw: np.ndarray, frame8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         from stainfree.data.jimt import empty_filter
+        from stainfree.data.spec import Region
 
+        crops = list(pixels.region_pixels(frame8, boxes, Region()))
         if not crops:
             return np.zeros(0, bool)
         feats = empty_filter.extract_features(

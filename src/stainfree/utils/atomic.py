@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -65,7 +68,8 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    remove_stale_temp_dirs(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_TAG}{_owner()}-", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
@@ -77,6 +81,69 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_TMP_TAG = ".tmp-"
+_LEGACY_STALE_SECONDS = 6 * 3600  # temp folders named before the owner tag: stale after 6 h
+
+
+def _owner() -> str:
+    """``<host>-<pid>`` of this process, written into temp folder names (host: no dashes)."""
+    return f"{socket.gethostname().replace('-', '_').replace('.', '_')}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(parent: str | os.PathLike) -> list[Path]:
+    """Delete temp folders that killed ``atomic_dir`` builds left in ``parent``; returns them.
+
+    A temp folder is stale when the process that made it (host + pid in its name) is no longer
+    running on this host; folders of other hosts (a shared file system) and of live processes are
+    left alone. Temp folders named by older versions (no owner) count as stale after 6 hours.
+    """
+    parent = Path(parent)
+    removed = []
+    me = socket.gethostname().replace("-", "_").replace(".", "_")
+    for tmp in parent.glob(".*"):
+        if not tmp.is_dir():
+            continue
+        name = tmp.name
+        if _TMP_TAG in name:
+            try:
+                host, pid, _ = name.rsplit(_TMP_TAG, 1)[1].rsplit("-", 2)
+                stale = host == me and not _alive(int(pid))
+            except ValueError:
+                continue
+        else:
+            legacy = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}", name)
+            stale = (legacy is not None and _looks_like_cache(legacy.group(1))
+                     and time.time() - tmp.stat().st_mtime > _LEGACY_STALE_SECONDS)
+        if stale:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _looks_like_cache(name: str) -> bool:
+    """Legacy temp folders are only removed for stainfree's own cache folder names."""
+    return bool(re.fullmatch(r"(frames|jimt|celldeath_tiles|samples|pairs)-[0-9a-f-]+", name))
+
+
+def discard_dir(folder: str | os.PathLike) -> None:
+    """Remove a finished folder so it can be rebuilt: renamed to a temp name of this process first
+    (readers never see it half-deleted; a crash leaves a temp folder the next build removes)."""
+    folder = Path(folder)
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_TMP_TAG}{_owner()}-", dir=folder.parent))
+    os.rename(folder, aside / folder.name)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def unique_path(target: str | os.PathLike) -> Path:

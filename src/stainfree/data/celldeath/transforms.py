@@ -23,7 +23,10 @@ class TLMAugment:
     max_lighting: float = 0.1
     p_lighting: float = 0.75
 
-    def __call__(self, tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, tile: np.ndarray, rng: np.random.Generator | int) -> np.ndarray:
+        """Augment one square uint8 tile; ``rng`` may be a seed (the same seed, the same result)."""
+        if not isinstance(rng, np.random.Generator):
+            rng = np.random.default_rng(int(rng))
         k = int(rng.integers(8))
         out = np.rot90(tile, k % 4)
         if k >= 4:

@@ -1,6 +1,6 @@
-"""16-bit -> 8-bit bright-field conversion (the CNN sees 8-bit, as in the paper).
+"""16-bit -> 8-bit bright-field settings of the JIMT-1 config (``data.bf_to8bit``).
 
-Methods:
+Methods (the rule itself is ``stainfree.data.pixels.to_8bit``; JIMT-1 frames are always stretched):
 - ``percentile`` (default): per frame, map the ``low``/``high`` percentiles (0.5/99.5) to 0/255.
   Robust to hot pixels and to the lamp level changing between fields.
 - ``minmax``: per frame, map min/max to 0/255 (sensitive to single outlier pixels).
@@ -14,45 +14,31 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("percentile", "minmax", "fixed")
+from stainfree.data import pixels
+from stainfree.data.spec import EIGHT_BIT_METHODS as METHODS  # noqa: F401 - re-exported for callers
+from stainfree.data.spec import EightBit, SpecError
+
+
+def eight_bit(cfg: dict[str, Any]) -> EightBit:
+    """The EightBit of a ``bf_to8bit`` dict (always stretched, also for 8-bit frames)."""
+    keys = ("method", "low", "high", "lo", "hi")
+    try:
+        return EightBit(**{k: cfg[k] for k in keys if cfg.get(k) is not None}, stretch_8bit=True)
+    except SpecError as err:
+        raise SpecError(str(err).replace("to_8bit", "bf_to8bit")) from None
 
 
 def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Normalise a ``bf_to8bit`` config dict and fail early with the fix on bad values."""
-    method = cfg.get("method", "percentile")
-    if method not in METHODS:
-        raise ValueError(f"bf_to8bit.method='{method}' is not one of {METHODS}")
-    out: dict[str, Any] = {"method": method}
-    if method == "percentile":
-        low, high = float(cfg.get("low", 0.5)), float(cfg.get("high", 99.5))
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError(f"bf_to8bit percentiles need 0 <= low < high <= 100, got {low}, {high}")
-        out.update(low=low, high=high)
-    elif method == "fixed":
-        if cfg.get("lo") is None or cfg.get("hi") is None:
-            raise ValueError("bf_to8bit.method=fixed needs bf_to8bit.lo and bf_to8bit.hi (raw values)")
-        lo, hi = float(cfg["lo"]), float(cfg["hi"])
-        if hi <= lo:
-            raise ValueError(f"bf_to8bit.fixed needs hi > lo, got lo={lo}, hi={hi}")
-        out.update(lo=lo, hi=hi)
+    """Normalise a ``bf_to8bit`` config dict (only the keys its method uses: the cache key)."""
+    e = eight_bit(cfg)
+    out: dict[str, Any] = {"method": e.method}
+    if e.method == "percentile":
+        out.update(low=float(e.low), high=float(e.high))
+    elif e.method == "fixed":
+        out.update(lo=float(e.lo), hi=float(e.hi))
     return out
-
-
-def stretch_range(frame: np.ndarray, cfg: dict[str, Any]) -> tuple[float, float]:
-    """The raw (lo, hi) that this frame's conversion maps to (0, 255)."""
-    method = cfg["method"]
-    if method == "percentile":
-        lo, hi = np.percentile(frame, [cfg["low"], cfg["high"]])
-    elif method == "minmax":
-        lo, hi = frame.min(), frame.max()
-    else:
-        lo, hi = cfg["lo"], cfg["hi"]
-    return float(lo), float(hi)
 
 
 def to_uint8(frame: np.ndarray, cfg: dict[str, Any]) -> tuple[np.ndarray, tuple[float, float]]:
     """Convert one frame; returns the 8-bit image and the (lo, hi) used (kept for reporting)."""
-    lo, hi = stretch_range(frame, cfg)
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    out = (frame.astype(np.float32) - np.float32(lo)) * np.float32(scale)
-    return np.clip(out, 0, 255).round().astype(np.uint8), (lo, hi)
+    return pixels.to_8bit_with_range(frame, eight_bit(cfg))

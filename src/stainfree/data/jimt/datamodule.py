@@ -1,51 +1,34 @@
-"""LightningDataModule for study A (JIMT-1 bright-field patches labelled from PI).
+"""Study A (JIMT-1 bright-field windows labelled from PI) as an adapter of the SampleDataModule.
 
-``prepare_data`` builds the cache once (generating the synthetic set first when asked and the
-manifest is missing); ``setup`` only reads it, so every DDP rank sees the same patches.
-Contract: docs/ARCHITECTURE.md (dict batches ``image``/``target``/``index``).
+``prepare_data`` builds the JIMT cache (``preprocess``: 8-bit frames, windows, PI means, empty
+filter, GMM/fixed labels, by-frame 80/10/10 split per dataset with copies grouped, Table 1,
+PI histogram), turns the labelled windows of ``data.dataset`` into the sample table and fills the
+shared crop store from the cached 8-bit frames (made by ``pixels``' rule: no second decode).
+Everything after the table (loaders, checks, split report, preprocess spec) is the shared one.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from pytorch_lightning.utilities import rank_zero_only
 
 from stainfree.data.jimt import preprocess
-from stainfree.data.jimt.dataset import JimtPatchDataset
 from stainfree.data.jimt.labels import CLASS_NAMES
-from stainfree.data.samplers import (
-    EpochRandomSampler,
-    EpochWeightedRandomSampler,
-    class_balanced_weights,
-    drop_lone_last_batch,
-)
+from stainfree.data.module import SampleDataModule, plain
+from stainfree.data.samples import validate_samples
+from stainfree.data.spec import Layout, PreprocessSpec
+from stainfree.data.store import CropStore, Loader
 from stainfree.utils.errors import UserError
 
-_STAGE_SPLIT = {"fit": "train", "train": "train", "validate": "val", "val": "val",
-                "test": "test", "predict": "test"}
 TABLE_COLUMNS = ["frame_id", "dataset", "frame_idx", "y", "x", "pi_mean", "empty_score", "label",
                  "target", "split"]
 
 
-def _plain(value: Any) -> Any:
-    """Hydra passes DictConfig/ListConfig; turn them into plain dicts/lists for hashing and JSON."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra
-        pass
-    return value
-
-
-class JimtDataModule(pl.LightningDataModule):
-    """Patches of one JIMT-1 dataset (``notreat`` or ``doxo``) split 80/10/10 by raw frame."""
-
-    class_names: list[str] = list(CLASS_NAMES)
+class JimtDataModule(SampleDataModule):
+    """Windows of one JIMT-1 dataset (``notreat`` or ``doxo``) split 80/10/10 by raw frame."""
 
     def __init__(self, manifest: str | Path, dataset: str = "notreat", cache_dir: str | Path = "data/cache/jimt",
                  synthetic: dict | None = None, bf_to8bit: dict | None = None, window: int = 224,
@@ -53,35 +36,29 @@ class JimtDataModule(pl.LightningDataModule):
                  split: dict | None = None, input_size: int = 224, batch_size: int = 4, num_workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = False, augment: bool = True,
                  weighted_sampler: bool = True, samples_per_epoch: int | None = None, seed: int = 0,
-                 num_classes: int = 2) -> None:
-        super().__init__()
+                 num_classes: int = 2, duplicates: dict | None = None, verify: str = "none",
+                 report_dir: str | Path | None = None) -> None:
         if int(num_classes) != len(CLASS_NAMES):
             raise UserError(f"data.num_classes={num_classes}, but JIMT-1 has exactly {len(CLASS_NAMES)} "
                              f"classes {CLASS_NAMES}; set data.num_classes: 2")
+        self.prep_cfg = preprocess.normalise_config(plain(bf_to8bit), window, stride, plain(empty_filter),
+                                                    plain(labels), plain(split), plain(duplicates))
+        split_cfg = {k: self.prep_cfg["split"][k] for k in ("train", "val", "test", "seed")}
+        super().__init__(input_size=input_size, num_classes=len(CLASS_NAMES), classes=CLASS_NAMES,
+                         positive_class="dead", to_8bit=self.prep_cfg["bf_to8bit"], stretch_8bit=True,
+                         split=split_cfg, duplicates=duplicates, verify=verify, batch_size=batch_size,
+                         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+                         augment=augment, weighted_sampler=weighted_sampler, samples_per_epoch=samples_per_epoch,
+                         seed=seed, cache_dir=cache_dir, report_dir=report_dir)
         self.manifest = Path(manifest)
         self.dataset = str(dataset)
-        self.cache_dir = Path(cache_dir)
-        self.synthetic = _plain(synthetic)
-        self.prep_cfg = preprocess.normalise_config(
-            _plain(bf_to8bit), window, stride, _plain(empty_filter), _plain(labels), _plain(split))
-        self.input_size = int(input_size)
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
-        self.augment = bool(augment)
-        self.weighted_sampler = bool(weighted_sampler)
-        self.samples_per_epoch = None if samples_per_epoch is None else int(samples_per_epoch)
-        self.seed = int(seed)
-        self.num_classes = len(CLASS_NAMES)
-        self._epoch = 0
-        self._tables: dict[str, pd.DataFrame] = {}
+        self.synthetic = plain(synthetic)
         self._prepared: preprocess.Prepared | None = None
-        self._train_sampler: EpochWeightedRandomSampler | EpochRandomSampler | None = None
+        self.missing_class_hint = " (the labels config sets which windows are live/dead; see summary.md in the cache)"
 
-    # ---- one-off work -------------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        """Generate the synthetic set if configured and missing, then build/reuse the patch cache."""
+    # ---- the adapter's own work -----------------------------------------------------------------
+    def ensure_data(self) -> None:
+        """Generate the synthetic set if configured and missing (a stale one is refused)."""
         if self.synthetic:
             from stainfree.data.jimt.synthetic import check_existing, generate_dataset
 
@@ -90,97 +67,78 @@ class JimtDataModule(pl.LightningDataModule):
             else:
                 print(f"{self.manifest} not found: generating the synthetic JIMT-1 set {self.synthetic}")
                 generate_dataset(self.manifest.parent, **self.synthetic)
-        self._prepared = preprocess.prepare(self.manifest, self.cache_dir, self.prep_cfg)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Load the cached index and cut it into this dataset's train/val/test tables."""
-        if self._tables:
-            return
-        prepared = preprocess.locate(self.manifest, self.cache_dir, self.prep_cfg) if self.manifest.is_file() else None
-        if prepared is None or not (prepared.folder / "index.csv").is_file():
-            self.prepare_data()  # e.g. setup() called directly in a notebook
-            prepared = self._prepared
-        assert prepared is not None
-        self._prepared = prepared
-        index = prepared.index()
+    @property
+    def prepared(self) -> preprocess.Prepared:
+        """The JIMT cache (built or verified and reused once per DataModule)."""
+        if self._prepared is None:
+            self.ensure_data()
+            self._prepared = preprocess.prepare(self.manifest, self.cache_dir, self.prep_cfg, verify=self.verify,
+                                                verbose=rank_zero_only.rank == 0)
+        return self._prepared
+
+    def load_table(self) -> pd.DataFrame:
+        """Labelled windows of ``data.dataset``: one sample per window, group = frame (or its copies)."""
+        index = self.prepared.index()
         datasets = sorted(index["dataset"].unique())
         if self.dataset not in datasets:
             raise UserError(f"data.dataset='{self.dataset}' is not in {self.manifest} "
                              f"(datasets there: {datasets}); set data.dataset to one of them")
-        keep = index[(index["dataset"] == self.dataset) & (index["target"] >= 0)]
-        for split in ("train", "val", "test"):
-            self._tables[split] = keep[keep["split"] == split][TABLE_COLUMNS].reset_index(drop=True)
-        train = self._tables["train"]
-        missing = [CLASS_NAMES[c] for c in range(len(CLASS_NAMES)) if not (train["target"] == c).any()]
-        if missing:
-            raise UserError(f"the train split of '{self.dataset}' has no {missing} patches "
-                             f"(see {prepared.folder / 'summary.md'}); add frames or adjust the labels config")
+        frames = self.prepared.frames()
+        keep = index[(index["dataset"] == self.dataset) & (index["target"] >= 0)].reset_index(drop=True)
+        win = self.prep_cfg["window"]
+        fi = keep["frame_idx"].to_numpy()
+        table = pd.DataFrame({
+            "path": frames["bf_abs"].to_numpy()[fi], "label": keep["label"], "group": keep["group"],
+            "split": keep["split"], "x0": keep["x"].astype(float), "y0": keep["y"].astype(float),
+            "x1": (keep["x"] + win).astype(float), "y1": (keep["y"] + win).astype(float), "region_kind": "window",
+            "sample_id": keep["frame_id"] + "@" + keep["y"].astype(str) + "," + keep["x"].astype(str),
+            **{c: keep[c] for c in TABLE_COLUMNS if c not in ("label", "target", "split")},
+            "image_hash": frames["bf_hash"].to_numpy()[fi]})
+        return validate_samples(table, source=f"manifest {self.manifest}", check_files=False)
 
-    # ---- contract -----------------------------------------------------------------------------
-    def split_table(self, stage: str) -> pd.DataFrame:
-        """One row per sample of ``stage`` (fit/train, validate/val, test/predict) in dataset order."""
-        if stage not in _STAGE_SPLIT:
-            raise ValueError(f"unknown stage '{stage}'; use one of {sorted(_STAGE_SPLIT)}")
-        self.setup(stage)
-        return self._tables[_STAGE_SPLIT[stage]].copy()
+    def frame_loader(self) -> Loader:
+        """8-bit frames from the JIMT cache's bf8.npy (made with pixels' rule), no second decode."""
+        frames = self.prepared.frames().assign(frame_idx=lambda f: np.arange(len(f)))
+        first = frames.drop_duplicates("bf_abs").set_index("bf_abs")
+        bf8 = np.load(self.prepared.bf8_path, mmap_mode="r")
 
+        def load(path: str, channel: int | None) -> tuple[np.ndarray, str]:
+            return np.asarray(bf8[int(first.at[path, "frame_idx"])]), str(first.at[path, "bf_hash"])
+
+        return load
+
+    def dedupe(self, table: pd.DataFrame, store: CropStore) -> pd.DataFrame:
+        """Copies were grouped per frame in the JIMT cache (before its split); nothing left to do."""
+        return table
+
+    def split_samples(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The cache's by-frame 80/10/10 split per dataset (already in the table)."""
+        return table
+
+    def finish_spec(self, samples: pd.DataFrame, store: CropStore) -> PreprocessSpec:
+        """Windows of the training side, the JIMT empty filter (the SVM file of this cache for ``svm``)."""
+        empty = dict(self.prep_cfg["empty_filter"])
+        if empty["method"] == "svm":
+            empty["svm_path"] = str((self.prepared.folder / "svm.joblib").resolve())
+        win = self.prep_cfg["window"]
+        base = self.pixel_spec()
+        return PreprocessSpec(input_size=base.input_size, channel=base.channel, to_8bit=base.to_8bit,
+                              region=base.region, layout=Layout(kind="windows", window=win,
+                                                                stride=self.prep_cfg["stride"]),
+                              source_scale=float(win), empty_filter=empty)
+
+    # ---- study outputs --------------------------------------------------------------------------
     def summary(self) -> pd.DataFrame:
         """Table 1: raw frames, patches, live/dead per split, for every dataset in the manifest."""
-        self.setup()
-        assert self._prepared is not None
-        return self._prepared.summary()
+        return self.prepared.summary()
 
-    def preprocess_config(self) -> dict[str, Any]:
-        """Everything predict.py needs to tile raw frames exactly like the training data."""
-        self.setup()
-        assert self._prepared is not None
-        return {
-            "study": "jimt", "dataset": self.dataset, "class_names": list(CLASS_NAMES),
-            "window": self.prep_cfg["window"], "stride": self.prep_cfg["stride"],
-            "bf_to8bit": self.prep_cfg["bf_to8bit"], "empty_filter": self.prep_cfg["empty_filter"],
-            "empty_filter_fit": self._prepared.empty_filter_report(),
-            "svm_path": str(self._prepared.folder / "svm.joblib")
-            if self.prep_cfg["empty_filter"]["method"] == "svm" else None,
-            "labels": self._prepared.thresholds(), "input_size": self.input_size,
-            "cache": str(self._prepared.folder),
-        }
+    @property
+    def pi_thresholds(self) -> dict[str, Any]:
+        """Live/dead mean-PI thresholds used for the labels (the PI figures draw them)."""
+        thr = self.prepared.thresholds()
+        return {"live_below": thr["live_below"], "dead_above": thr["dead_above"]}
 
-    # ---- loaders ------------------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch that seeds the train sampler and augmentation (Lightning also calls the sampler's)."""
-        self._epoch = int(epoch)
-        if self._train_sampler is not None:
-            self._train_sampler.set_epoch(self._epoch)
-
-    def _dataset(self, split: str, augment: bool) -> JimtPatchDataset:
-        self.setup()
-        assert self._prepared is not None
-        return JimtPatchDataset(self._prepared.bf8_path, self._tables[split], self.prep_cfg["window"],
-                                self.input_size, augment=augment, seed=self.seed)
-
-    def _loader(self, ds: JimtPatchDataset, **kw: Any) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, **kw)
-
-    def train_dataloader(self) -> DataLoader:
-        ds = self._dataset("train", augment=self.augment)
-        n = self.samples_per_epoch or len(ds)
-        trainer = getattr(self, "trainer", None)
-        # multi-GPU: each rank keeps its shard of the same epoch draw (samplers.py explains why)
-        shard = {"num_replicas": trainer.world_size, "rank": trainer.global_rank} if trainer is not None else {}
-        if self.weighted_sampler:
-            sampler = EpochWeightedRandomSampler(class_balanced_weights(ds.targets), n, seed=self.seed, **shard)
-        else:
-            sampler = EpochRandomSampler(ds, num_samples=self.samples_per_epoch, seed=self.seed, **shard)
-        self._train_sampler = sampler
-        self.set_epoch(trainer.current_epoch if trainer is not None else self._epoch)
-        return self._loader(ds, sampler=sampler, drop_last=drop_lone_last_batch(len(sampler), self.batch_size))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("val", augment=False), shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test", augment=False), shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    def window_index(self) -> pd.DataFrame:
+        """Every window of every dataset (empty and ambiguous ones too): the PI histogram's data."""
+        return self.prepared.index()

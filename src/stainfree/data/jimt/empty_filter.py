@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 
 from stainfree.data.imageio import list_images, read_image
+from stainfree.data.pixels import resize_square, to_8bit
+from stainfree.data.spec import EightBit
 
 METHODS = ("none", "variance", "svm")
 # Statistic for ``variance``: ``contrast`` (default) = std of the flat-fielded raw BF in percent,
@@ -93,11 +95,7 @@ def load_examples(examples_dir: str | os.PathLike) -> tuple[list[np.ndarray], np
         if len(files) < 2:
             raise ValueError(f"{folder}: needs at least 2 images of class '{name}', found {len(files)}; {fix}")
         for f in files:
-            img = read_image(f)
-            if img.dtype != np.uint8:  # 16-bit examples: same percentile stretch as the frames
-                lo, hi = np.percentile(img, [0.5, 99.5])
-                img = np.clip((img.astype(np.float32) - lo) * 255.0 / max(hi - lo, 1.0), 0, 255).astype(np.uint8)
-            images.append(img)
+            images.append(to_8bit(read_image(f), EightBit()))  # 16-bit examples: the frames' percentile rule
             labels.append(label)
     return images, np.asarray(labels)
 
@@ -118,8 +116,7 @@ def extract_features(net: Any, patches: Iterator[np.ndarray], size: int) -> np.n
     feats = []
     with torch.inference_mode():
         for batch in patches:
-            resized = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA
-                                           if p.shape[0] > size else cv2.INTER_LINEAR) for p in batch])
+            resized = np.stack([resize_square(p, size) for p in batch])
             x = resized.astype(np.float32)[..., None] / 255.0
             x = (np.repeat(x, 3, axis=-1) - IMAGENET_MEAN) / IMAGENET_STD
             out = net(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())

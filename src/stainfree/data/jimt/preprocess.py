@@ -1,19 +1,21 @@
 """One-off preprocessing of a JIMT-1 manifest into a cache the DataModule reads from.
 
 Two cached stages, each built in a temp folder and renamed into place (atomic_dir):
-1. ``<cache_dir>/frames-<key>/``: every BF frame as 8-bit in ONE memory-mapped ``bf8.npy``
-   [n_frames, H, W] (patches then cost a slice, no decode), plus per-window raw PI means and
-   8-bit BF standard deviations. Key = manifest bytes + 8-bit conversion + window + stride.
-2. ``<cache_dir>/jimt-<key>/``: empty filter, PI thresholds, labels and frame splits
+1. ``<cache_dir>/frames-<what>-<data>/``: every BF frame as 8-bit (``pixels.load_source``'s rule) in
+   ONE memory-mapped ``bf8.npy`` [n_frames, H, W], per-window raw PI means and 8-bit BF standard
+   deviations, each frame's content hash and thumbnail (duplicates). ``what`` = manifest + resolved
+   file paths + 8-bit conversion + window + stride; ``data`` = every BF/PI file's identity
+   (``stainfree.data.identity``: verified on reuse, so other files never reuse these frames).
+2. ``<cache_dir>/jimt-<key>/``: empty filter, PI thresholds, labels, duplicate groups and frame splits
    (``index.csv``), Table 1 (``summary.csv``/``summary.md``), ``pi_histogram.png``,
-   ``thresholds.json``. Key = stage-1 key + filter + labels + split settings.
+   ``thresholds.json``. Key = stage-1 folder + filter + labels + split + duplicate settings.
 Changing only the labels or split therefore re-uses the (expensive) decoded frames.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +24,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stainfree.data import duplicates, identity
 from stainfree.data.imageio import ImageReadError, read_image
 from stainfree.data.jimt import bitdepth, empty_filter, labels, splits
 from stainfree.data.jimt.manifest import load_manifest, manifest_digest
 from stainfree.data.jimt.report import pi_histogram, table1, table1_markdown
 from stainfree.data.jimt.tiling import window_means, window_origins, window_stds
+from stainfree.data.pixels import resize_square
+from stainfree.data.splits import check_leakage
 from stainfree.utils.atomic import atomic_dir
 from stainfree.utils.errors import UserError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class FrameError(UserError):
@@ -39,7 +44,7 @@ class FrameError(UserError):
 
 def normalise_config(bf_to8bit: dict | None = None, window: int = 224, stride: int = 224,
                      empty_filter_cfg: dict | None = None, labels_cfg: dict | None = None,
-                     split: dict | None = None) -> dict[str, Any]:
+                     split: dict | None = None, duplicates_cfg: dict | None = None) -> dict[str, Any]:
     """Validate all preprocessing settings at once and return the canonical dict used for hashing."""
     window, stride = int(window), int(stride)
     if window <= 0 or stride <= 0:
@@ -62,22 +67,33 @@ def normalise_config(bf_to8bit: dict | None = None, window: int = 224, stride: i
         "empty_filter": empty_filter.check_config(dict(empty_filter_cfg or {})),
         "labels": lab_out,
         "split": splits.check_config(dict(split or {})),
+        "duplicates": vars(duplicates.DuplicateConfig.from_config(duplicates_cfg)),
     }
 
 
-def _key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def frames_slot(frames: pd.DataFrame, manifest: str | os.PathLike, cfg: dict[str, Any],
+                cache_dir: str | os.PathLike, verify: str = "none") -> identity.CacheSlot:
+    """Stage-1 folder for these frames' files (identity verified: a missing file stops the run)."""
+    settings = {"manifest": manifest_digest(manifest), "version": cfg["version"], "bf_to8bit": cfg["bf_to8bit"],
+                "window": cfg["window"], "stride": cfg["stride"]}
+    files = list(dict.fromkeys([*frames["bf_abs"], *frames["pi_abs"]]))
+    try:
+        records = identity.identities(files, verify, listed_in=f"the manifest {manifest}")
+    except identity.MissingSourceError as err:
+        gone = str(err).split(": no such file")[0]
+        frame = frames.loc[(frames["bf_abs"] == gone) | (frames["pi_abs"] == gone), "frame_id"].iloc[0]
+        raise FrameError(f"frame '{frame}' listed in {manifest}: {gone}: no such file; restore it or remove the "
+                         "frame from the manifest") from None
+    return identity.cache_slot(cache_dir, "frames", settings, records)
 
 
-def cache_keys(manifest: str | os.PathLike, cfg: dict[str, Any]) -> tuple[str, str]:
-    """(frames key, full key) for this manifest content + config."""
-    frames = {"manifest": manifest_digest(manifest), "version": cfg["version"],
-              "bf_to8bit": cfg["bf_to8bit"], "window": cfg["window"], "stride": cfg["stride"]}
-    k1 = _key(frames)
-    rest = {"frames": k1, "empty_filter": cfg["empty_filter"], "labels": cfg["labels"], "split": cfg["split"]}
+def index_key(frames_dir: Path, cfg: dict[str, Any]) -> str:
+    """Stage-2 key: the stage-1 folder + everything that changes labels and splits."""
+    rest = {"frames": frames_dir.name, "empty_filter": cfg["empty_filter"], "labels": cfg["labels"],
+            "split": cfg["split"], "duplicates": cfg["duplicates"]}
     if cfg["empty_filter"]["method"] == "svm":
         rest["examples"] = empty_filter.examples_digest(cfg["empty_filter"]["examples_dir"])
-    return k1, _key(rest)
+    return identity.digest(rest)
 
 
 def _read_pair(row: pd.Series, manifest: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -102,21 +118,24 @@ def _build_frames(frames: pd.DataFrame, manifest: Path, cfg: dict[str, Any], fol
     bf8 = np.lib.format.open_memmap(folder / "bf8.npy", mode="w+", dtype=np.uint8,
                                     shape=(len(frames), *shape))
 
-    def work(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    thumbs = np.zeros((len(frames), duplicates.THUMB, duplicates.THUMB), np.uint8)
+
+    def work(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float], str]:
         row = frames.iloc[i]
         bf, pi = _read_pair(row, manifest)
         if bf.shape != shape:
             raise FrameError(f"frame '{row.frame_id}' in {manifest}: {row.bf_abs} is {bf.shape}, but "
                              f"the first frame is {shape}; all frames must share one size")
         img8, lohi = bitdepth.to_uint8(bf, cfg["bf_to8bit"])
-        bf8[i] = img8  # noqa: F821 - the enclosing bf8, deleted only after the pool is done
+        bf8[i] = img8
+        thumbs[i] = duplicates.thumbnail(img8)
         return (window_means(pi, origins, win), window_stds(img8, origins, win),
-                window_stds(empty_filter.contrast_image(bf), origins, win), lohi)
+                window_stds(empty_filter.contrast_image(bf), origins, win), lohi, duplicates.image_hash(bf))
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(work, range(len(frames))))
     bf8.flush()
-    del bf8
+    np.save(folder / "thumbs.npy", thumbs)
     n_win = len(origins)
     windows = pd.DataFrame({
         "frame_idx": np.repeat(np.arange(len(frames)), n_win),
@@ -126,9 +145,10 @@ def _build_frames(frames: pd.DataFrame, manifest: Path, cfg: dict[str, Any], fol
         "contrast": np.concatenate([r[2] for r in results]),
     })
     windows.to_csv(folder / "windows.csv", index=False)
-    meta = frames[["frame_id", "dataset", "bf_path", "pi_path"]].copy()
+    meta = frames[["frame_id", "dataset", "bf_path", "pi_path", "bf_abs"]].copy()
     meta["bf_lo"] = [r[3][0] for r in results]
     meta["bf_hi"] = [r[3][1] for r in results]
+    meta["bf_hash"] = [r[4] for r in results]
     meta.to_csv(folder / "frames.csv", index_label="frame_idx")
     (folder / "frames.json").write_text(json.dumps(
         {"shape": list(shape), "window": win, "stride": stride, "bf_to8bit": cfg["bf_to8bit"],
@@ -152,7 +172,7 @@ def _apply_empty_filter(windows: pd.DataFrame, frames_dir: Path, cfg: dict[str, 
     net = empty_filter.build_feature_backbone(cfg)
     size, bs = cfg["feature_size"], cfg["batch_size"]
     ex_feats = empty_filter.extract_features(
-        net, empty_filter.batched(lambda i: _square(images[i], size), len(images), bs), size)
+        net, empty_filter.batched(lambda i: resize_square(images[i], size), len(images), bs), size)
     svm = empty_filter.fit_svm(ex_feats, y, C=cfg["C"])
     bf8 = np.load(frames_dir / "bf8.npy", mmap_mode="r")
     win = int(json.loads((frames_dir / "frames.json").read_text())["window"])
@@ -167,12 +187,6 @@ def _apply_empty_filter(windows: pd.DataFrame, frames_dir: Path, cfg: dict[str, 
     print(f"empty-filter SVM: cross-validated F1 (empty) = {svm.cv_f1:.3f} "
           f"on {svm.n_empty} empty / {svm.n_nonempty} non-empty examples")
     return svm.model.predict(feats) == 1, score, report
-
-
-def _square(img: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR)
 
 
 def _build_index(frames_dir: Path, cfg: dict[str, Any], out: Path) -> pd.DataFrame:
@@ -201,9 +215,13 @@ def _build_index(frames_dir: Path, cfg: dict[str, Any], out: Path) -> pd.DataFra
     windows["label"] = np.where(windows["empty"], "empty",
                                 np.where(target == labels.LIVE, "live",
                                          np.where(target == labels.DEAD, "dead", "ambiguous")))
-    split_of = splits.split_frames(frames["frame_id"], frames["dataset"], cfg["split"])
+    group_of, copies = _frame_groups(frames, frames_dir, cfg["duplicates"])
+    split_of = splits.split_frames(frames["frame_id"], frames["dataset"], cfg["split"], group_of)
+    windows["group"] = windows["frame_id"].map(group_of)
     windows["split"] = windows["frame_id"].map(split_of)
     splits.check_no_leak(windows)
+    check_leakage(windows.assign(image_hash=frames["bf_hash"].to_numpy()[windows["frame_idx"]]))
+    (out / "duplicates.json").write_text(json.dumps(copies, indent=2))
 
     windows.to_csv(out / "index.csv", index=False)
     (out / "thresholds.json").write_text(json.dumps(thr.to_dict(), indent=2))
@@ -214,6 +232,41 @@ def _build_index(frames_dir: Path, cfg: dict[str, Any], out: Path) -> pd.DataFra
     pi_histogram(windows, thr, out / "pi_histogram.png")
     (out / "config.json").write_text(json.dumps({**cfg, "frames_dir": frames_dir.name}, indent=2))
     return windows
+
+
+def _frame_groups(frames: pd.DataFrame, frames_dir: Path, cfg: dict[str, Any]) -> tuple[dict[str, str], dict]:
+    """frame id -> group (frames showing one image, exactly or, if asked, nearly, share a group)."""
+    ids = frames["frame_id"].tolist()
+    exact = duplicates.exact_clusters(frames["bf_hash"].tolist())
+    if exact and cfg["exact"] == "refuse":
+        named = [[f"{ids[i]} ({frames['bf_path'].iloc[i]})" for i in c] for c in exact]
+        raise duplicates.DuplicateImagesError(
+            f"{sum(len(c) for c in exact)} manifest frames show identical bright-field images "
+            f"({duplicates.describe(named)}); remove the copies or set data.duplicates.exact=group")
+    near = duplicates.near_clusters(np.load(frames_dir / "thumbs.npy"), cfg["near_threshold"]) if cfg["near"] else []
+    clusters = duplicates.join(len(ids), exact + near)
+    group_of = {f: f for f in ids}
+    for c in clusters:
+        for i in c:
+            group_of[ids[i]] = ids[min(c)]
+    copies = {"exact": [[ids[i] for i in c] for c in exact], "near": [[ids[i] for i in c] for c in near],
+              "near_threshold": cfg["near_threshold"] if cfg["near"] else None}
+    return group_of, copies
+
+
+def duplicate_notice(copies: dict) -> str | None:
+    """One line about frames grouped as copies (None when there are none and near-grouping is off)."""
+    parts = []
+    if copies.get("exact"):
+        n = sum(len(c) - 1 for c in copies["exact"])
+        parts.append(f"{n} frame(s) show the same bright-field image as another frame "
+                     f"({duplicates.describe(copies['exact'])}); grouped together so they stay in one split "
+                     "(data.duplicates.exact=refuse stops instead)")
+    if copies.get("near_threshold") is not None:
+        parts.append(f"near-duplicate grouping (dihedral correlation >= {copies['near_threshold']}) merged "
+                     f"{sum(len(c) - 1 for c in copies['near'])} frame(s) into {len(copies['near'])} cluster(s)"
+                     + (f" ({duplicates.describe(copies['near'])})" if copies["near"] else ""))
+    return "; ".join(parts) or None
 
 
 @dataclass
@@ -240,31 +293,56 @@ class Prepared:
     def empty_filter_report(self) -> dict[str, Any]:
         return json.loads((self.folder / "empty_filter.json").read_text())
 
+    def frames(self) -> pd.DataFrame:
+        return pd.read_csv(self.frames_dir / "frames.csv", dtype={"frame_id": str, "dataset": str, "bf_hash": str})
 
-def locate(manifest: str | os.PathLike, cache_dir: str | os.PathLike, cfg: dict[str, Any]) -> Prepared:
-    """Where the cache for this manifest + config lives (it may not exist yet)."""
-    k1, k2 = cache_keys(manifest, cfg)
-    cache_dir = Path(cache_dir)
-    return Prepared(folder=cache_dir / f"jimt-{k2}", frames_dir=cache_dir / f"frames-{k1}", built=False)
+    def duplicates(self) -> dict:
+        path = self.folder / "duplicates.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _drop_index_folders(cache_dir: Path, frames_names: set[str]) -> None:
+    """Remove the stage-2 folders made from the named (stale or invalid) frames folders."""
+    for folder in Path(cache_dir).glob("jimt-*"):
+        try:
+            made_from = json.loads((folder / "config.json").read_text()).get("frames_dir")
+        except (OSError, ValueError):
+            continue
+        if made_from in frames_names:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def prepare(manifest: str | os.PathLike, cache_dir: str | os.PathLike, cfg: dict[str, Any],
-            workers: int | None = None, verbose: bool = True) -> Prepared:
-    """Build (or reuse) the cache for ``manifest`` under ``cache_dir``; ``cfg`` from normalise_config."""
+            workers: int | None = None, verbose: bool = True, verify: str = "none") -> Prepared:
+    """Build (or verify and reuse) the cache for ``manifest`` under ``cache_dir``; ``cfg`` from normalise_config.
+
+    Every BF/PI file's identity is checked first: a missing file stops the run naming it, a changed
+    one is named and its frames rebuilt (``stainfree.data.identity``).
+    """
     manifest = Path(manifest)
     frames = load_manifest(manifest)
-    where = locate(manifest, cache_dir, cfg)
+    cache_dir = Path(cache_dir)
+    slot = frames_slot(frames, manifest, cfg, cache_dir, verify)
     built = False
-    if not (where.frames_dir / "bf8.npy").is_file():
-        with atomic_dir(where.frames_dir) as tmp:
+    if not slot.ready("bf8.npy"):
+        slot.notice(f"JIMT-1 frames cache for {manifest}")
+        _drop_index_folders(cache_dir, {p.name for p in slot.stale} | ({slot.folder.name} if slot.invalid else set()))
+        slot.clear()
+        with atomic_dir(slot.folder) as tmp:
             _build_frames(frames, manifest, cfg, tmp, workers or min(8, os.cpu_count() or 1))
+            slot.write_identity(tmp)
+        slot.remove_stale()
         built = True
-    if not (where.folder / "index.csv").is_file():
-        with atomic_dir(where.folder) as tmp:
-            _build_index(where.frames_dir, cfg, tmp)
+    folder = cache_dir / f"jimt-{index_key(slot.folder, cfg)}"
+    if not (folder / "index.csv").is_file():
+        with atomic_dir(folder) as tmp:
+            _build_index(slot.folder, cfg, tmp)
         built = True
-    prepared = Prepared(folder=where.folder, frames_dir=where.frames_dir, built=built)
+    prepared = Prepared(folder=folder, frames_dir=slot.folder, built=built)
+    notice = duplicate_notice(prepared.duplicates())
     if verbose:
         state = "built" if built else "reused"
         print(f"\nJIMT-1 patch cache {state}: {prepared.folder}\n{(prepared.folder / 'summary.md').read_text()}")
+        if notice:
+            print(f"data: {notice}")
     return prepared

@@ -2,7 +2,7 @@
 frame in two splits would leak test content into training."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,17 +23,23 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"train": fr[0], "val": fr[1], "test": fr[2], "seed": int(cfg.get("seed", 0))}
 
 
-def split_frames(frame_ids: Sequence[str], datasets: Sequence[str], cfg: dict[str, Any]) -> dict[str, str]:
+def split_frames(frame_ids: Sequence[str], datasets: Sequence[str], cfg: dict[str, Any],
+                 groups: Mapping[str, str] | None = None) -> dict[str, str]:
     """Map frame id -> split, seeded; fractions are applied within each dataset.
 
-    Every non-zero split gets at least one frame when the dataset has enough frames, so tiny
-    (test/demo) sets still have a validation and test set.
+    ``groups`` (frame id -> group, e.g. frames showing one image) makes whole groups the unit, so
+    copies never straddle splits; a group belongs to the dataset of its first frame. Every
+    non-zero split gets at least one unit when the dataset has enough, so tiny (test/demo) sets
+    still have a validation and test set.
     """
     frame_ids = list(frame_ids)
-    out: dict[str, str] = {}
+    groups = dict(groups or {})
     table = pd.DataFrame({"frame_id": frame_ids, "dataset": list(datasets)})
-    for k, (dataset, group) in enumerate(sorted(table.groupby("dataset"), key=lambda g: g[0])):
-        ids = sorted(group["frame_id"])
+    table["group"] = [groups.get(f, f) for f in frame_ids]
+    home = table.sort_values("frame_id").drop_duplicates("group").set_index("group")["dataset"]
+    unit_split: dict[str, str] = {}
+    for k, dataset in enumerate(sorted(table["dataset"].unique())):
+        ids = sorted(home.index[home == dataset])
         rng = np.random.default_rng([cfg["seed"], k])
         ids = [ids[i] for i in rng.permutation(len(ids))]
         n = len(ids)
@@ -43,8 +49,9 @@ def split_frames(frame_ids: Sequence[str], datasets: Sequence[str], cfg: dict[st
             n_val = max(n_val, 1 if cfg["val"] > 0 else 0)
             n_test = max(n_test, 1 if cfg["test"] > 0 else 0)
         n_train = n - n_val - n_test
-        for i, fid in enumerate(ids):
-            out[fid] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
+        for i, unit in enumerate(ids):
+            unit_split[unit] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
+    out = {f: unit_split[g] for f, g in zip(table["frame_id"], table["group"])}
     check_no_leak(pd.DataFrame({"frame_id": list(out), "split": list(out.values())}))
     return out
 
