@@ -79,3 +79,11 @@ def test_bad_json_is_one_clear_line(tmp_path, text, match) -> None:
     with pytest.raises(SourceError, match=match) as err:
         read_coco(str(tmp_path / "c.json"))
     assert "c.json" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unlisted_images_next_to_listed_ones_are_reported_others_not(tmp_path) -> None:
+    path = _coco_set(tmp_path)
+    write_image(tmp_path / "images" / "forgotten.png", "grey8")
+    write_image(tmp_path / "crops" / "live" / "c.png", "grey8")  # another dataset under the json's folder
+    table = read_coco(str(path), class_map=MAP)
+    assert table.attrs["import_report"]["left_out"]["image(s) next to listed ones that the json does not list"] == 1

@@ -29,3 +29,11 @@ def test_config_keys_are_the_importer_options(name, reader) -> None:
     assert cfg.class_map is None  # a null default: a dict is replaced whole, no Hydra `+` needed
     for key in params:  # every option is documented in the function's docstring
         assert f"  {key} " in reader.__doc__, key
+
+
+def test_class_map_override_needs_no_plus_and_takes_spaces_and_null() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_override(
+        "data.class_map={Living Cell: live, Dead Cell: dead, Debris: null}")
+    assert override.value() == {"Living Cell": "live", "Dead Cell": "dead", "Debris": None}

@@ -5,6 +5,7 @@ import logging
 
 import pytest
 from fixtures_images import KINDS, assert_sample_table, write_image
+from omegaconf import OmegaConf
 
 from stainfree.data.sources.common import SourceError
 from stainfree.data.sources.points_csv import read_points_csv
@@ -79,7 +80,8 @@ def test_unknown_class_and_missing_point_size(tmp_path) -> None:
 @pytest.mark.parametrize("text, match", [
     ("", "the file is empty"),
     ("image,x,y,label\n", "a header but no rows"),
-    ("image,x,y,label\nimg/f0.png,5,five,live\n", r"column 'y' has 1 value\(s\) that are not numbers \(line 2: 'five'\)"),
+    ("image,x,y,label\nimg/f0.png,5,five,live\n",
+     r"column 'y' has 1 value\(s\) that are not numbers \(line 2: 'five'\)"),
     ("image,x,y,label\nimg/f0.png,5,,live\n", r"1 row\(s\) have some coordinates empty \(line\(s\) 2\)"),
     ("image,x,y,label\nimg/f0.png,5,5,\n", r"1 row\(s\) have no label"),
     ("image,x,y,label\n,5,5,live\n", r"1 row\(s\) have no image name"),
@@ -100,3 +102,13 @@ def test_spreadsheet_file_refused_with_the_fix(tmp_path) -> None:
     (tmp_path / "cells.xlsx").write_bytes(b"PK")
     with pytest.raises(SourceError, match="save it as CSV"):
         read_points_csv(str(tmp_path / "cells.xlsx"))
+
+
+def test_hydra_containers_and_unlisted_neighbours(tmp_path) -> None:
+    _images(tmp_path)
+    (tmp_path / "c.csv").write_text("img,px,py,kind\nimg/f0.png,5,5,a\nimg/f1.png,6,6,b\n")
+    table = read_points_csv(str(tmp_path / "c.csv"), image_column="img", label_column="kind",
+                            coord_columns=OmegaConf.create(["px", "py"]), point_size=8,
+                            class_map=OmegaConf.create({"a": "live", "b": "dead"}))
+    assert table["label"].tolist() == ["live", "dead"]
+    assert table.attrs["import_report"]["left_out"]["image(s) next to listed ones that the CSV does not list"] == 2

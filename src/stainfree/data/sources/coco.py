@@ -15,7 +15,7 @@ import pandas as pd
 
 from stainfree.data.sources.class_map import map_class_names, normalise_class_map
 from stainfree.data.sources.common import (
-    SourceError, absolute, build_table, read_sizes, relative_key, require_file, require_folder, shorten,
+    SourceError, build_table, read_sizes, relative_key, require_file, require_folder, shorten,
 )
 from stainfree.data.sources.locate import ImageFinder
 
@@ -68,15 +68,12 @@ def read_coco(annotations: str, images: str | None = None, class_map: dict | Non
                      "source_file": str(path), "source_label": name, "annotation_id": ann.get("id", k),
                      "iscrowd": int(ann.get("iscrowd", 0) or 0)})
     no_boxes = [str(e.get("file_name", i)) for i, e in image_entries.items() if not boxed[i]]
-    listed = {absolute(p) for p in files.values()}
-    listed_names = {PurePosixPath(str(e.get("file_name", "")).replace("\\", "/")).name.lower()
-                    for e in image_entries.values()}
-    unlisted = [relative_key(p, finder.root) for p in finder.images
-                if absolute(p) not in listed and p.name.lower() not in listed_names]
+    unlisted = finder.unused(files.values(), (PurePosixPath(str(e.get("file_name", "")).replace("\\", "/")).name
+                                              for e in image_entries.values()))
     sizes = read_sizes(Path(r["path"]) for r in rows)
     return build_table(rows, SOURCE, path, sizes, {
         "image(s) without a box": no_boxes,
-        "image(s) in the image folder that the json does not list": unlisted,
+        "image(s) next to listed ones that the json does not list": unlisted,
         "box(es) of classes mapped to null in data.class_map": unmapped})
 
 

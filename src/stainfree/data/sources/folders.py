@@ -15,7 +15,7 @@ import pandas as pd
 from stainfree.data.imageio import IMAGE_SUFFIXES
 from stainfree.data.sources.class_map import map_class_names, normalise_class_map
 from stainfree.data.sources.common import (
-    SourceError, absolute, build_table, read_sizes, relative_key, require_folder, shorten,
+    SourceError, absolute, build_table, read_sizes, relative_key, require_folder,
 )
 
 SOURCE = "folders"

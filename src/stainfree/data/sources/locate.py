@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
+from typing import Iterable
 
 from stainfree.data.imageio import IMAGE_SUFFIXES
 from stainfree.data.sources.common import SourceError, absolute, relative_key, shorten
@@ -48,6 +49,18 @@ class ImageFinder:
             if found is not None:
                 return found
         return None
+
+    def unused(self, used: Iterable[Path], names: Iterable[str] = ()) -> list[str]:
+        """Images that sit next to a ``used`` one but are neither used nor named in ``names``.
+
+        Only the folders the annotations point into count: other images under the root (crops,
+        another split's folder) are not what a user would call "left out".
+        """
+        used = {absolute(p) for p in used}
+        folders = {p.parent for p in used}
+        skip = {str(n).lower() for n in names}
+        return [relative_key(p, self.root) for p in self.images
+                if absolute(p).parent in folders and absolute(p) not in used and p.name.lower() not in skip]
 
     def _direct(self, ref: PurePosixPath) -> Path | None:
         candidates = [Path(str(ref))] if ref.is_absolute() else [self.root / str(ref)]

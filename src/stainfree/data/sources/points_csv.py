@@ -17,7 +17,7 @@ import logging
 import re
 from io import StringIO
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,15 +72,12 @@ def read_points_csv(csv: str, images: str | None = None, image_column: str | Non
     path = require_file(csv, "csv", "CSV of cells")
     table = _read(path)
     img_root = require_folder(images, "images", "folder that holds the images") if images else path.parent
-    image_col = _pick(table, image_column, IMAGE_COLUMNS, "image_column", "the image", path)
-    label_col = _pick(table, label_column, LABEL_COLUMNS, "label_column", "the class label", path)
-    kind, coord_cols = _coordinates(table, coord_columns, box_format, path)
+    image_col, label_col, kind, coord_cols = _columns(table, image_column, label_column, coord_columns,
+                                                      box_format, path)
     if kind == "point" and (point_size is None or float(point_size) <= 0):
         raise SourceError(f"{path}: cells are points ({', '.join(coord_cols)}); set data.point_size to the side "
                           "in source pixels of the square to cut around each (about one cell diameter plus "
                           "context, e.g. 64)")
-    log.info("%s: %s: image column '%s', label column '%s', %s column(s) %s", SOURCE, path.name, image_col,
-             label_col, "point" if kind == "point" else f"box ({kind})", ", ".join(coord_cols))
     coords = _numbers(table, coord_cols, path) - (1.0 if one_based else 0.0) * _position_mask(kind)
     labels = table[label_col].str.strip()
     images_named = table[image_col].str.strip()
@@ -106,11 +103,12 @@ def read_points_csv(csv: str, images: str | None = None, image_column: str | Non
             row["group"] = table["group"].iat[i].strip()  # the user's own grouping wins
         rows.append(row)
     with_cells = {files[n] for n in images_named[~empty]}
-    no_cells = sorted({relative_key(files[n], finder.root) for n in images_named[empty]} -
-                      {relative_key(p, finder.root) for p in with_cells})
+    no_cells = sorted({relative_key(files[n], finder.root) for n in images_named[empty] if files[n] not in with_cells})
     sizes = read_sizes(Path(r["path"]) for r in rows)
-    return build_table(rows, SOURCE, path, sizes, {"image(s) listed without cells": no_cells,
-                                                   "cell(s) of classes mapped to null in data.class_map": unmapped})
+    return build_table(rows, SOURCE, path, sizes, {
+        "image(s) listed without cells": no_cells,
+        "image(s) next to listed ones that the CSV does not list": finder.unused(files.values()),
+        "cell(s) of classes mapped to null in data.class_map": unmapped})
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -137,6 +135,17 @@ def _read(path: Path) -> pd.DataFrame:
     table.columns = [str(c).strip() for c in table.columns]
     table.attrs["sep"] = sep
     return table
+
+
+def _columns(table: pd.DataFrame, image_column: str | None, label_column: str | None,
+             coord_columns: Sequence[str] | None, box_format: str, path: Path) -> tuple[str, str, str, list[str]]:
+    """(image column, label column, point|corners|xywh, coordinate columns), logged so users see the choice."""
+    image_col = _pick(table, image_column, IMAGE_COLUMNS, "image_column", "the image", path)
+    label_col = _pick(table, label_column, LABEL_COLUMNS, "label_column", "the class label", path)
+    kind, coord_cols = _coordinates(table, coord_columns, box_format, path)
+    log.info("%s: %s: image column '%s', label column '%s', %s column(s) %s", SOURCE, path.name, image_col,
+             label_col, "point" if kind == "point" else f"box ({kind})", ", ".join(coord_cols))
+    return image_col, label_col, kind, coord_cols
 
 
 def _norm(name: str) -> str:

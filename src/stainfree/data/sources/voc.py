@@ -18,7 +18,7 @@ import pandas as pd
 
 from stainfree.data.sources.class_map import map_class_names, normalise_class_map
 from stainfree.data.sources.common import (
-    SourceError, absolute, build_table, read_sizes, relative_key, require_folder, shorten,
+    SourceError, build_table, read_sizes, relative_key, require_folder, shorten,
 )
 from stainfree.data.sources.locate import ImageFinder
 
@@ -146,7 +146,7 @@ def _rows(files: list[VocFile], finder: ImageFinder, ann_root: Path,
         raise SourceError(f"{SOURCE}: {len(missing)} image(s) named in the xml files not found "
                           f"({shorten(missing, 3)}) under {finder.root}, by path or by file name; set "
                           "data.images to the folder that holds them")
-    unannotated = [relative_key(p, finder.root) for p in finder.images if absolute(p) not in seen]
+    unannotated = finder.unused(seen)
     return rows, {"image(s) whose xml has no box": no_boxes,
                   "image(s) without an xml file": unannotated,
                   "box(es) of classes mapped to null in data.class_map": unmapped}
