@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import logging
 
+import cv2
 import numpy as np
 import pytest
+import tifffile
 from fixtures_images import KINDS, assert_sample_table, write_image
 
 from stainfree.data.sources.common import SourceError
@@ -70,3 +72,13 @@ def test_errors_name_the_folder_and_the_fix(tmp_path) -> None:
         read_folders(str(tmp_path))
     with pytest.raises(SourceError, match="data.root is not set"):
         read_folders("")
+
+
+def test_tiff_and_jpeg_sizes_from_headers(tmp_path) -> None:
+    (tmp_path / "dead").mkdir()
+    (tmp_path / "live").mkdir()
+    tifffile.imwrite(tmp_path / "dead" / "a.tif", np.zeros((21, 33), np.uint16))
+    assert cv2.imwrite(str(tmp_path / "live" / "b.jpg"), np.full((17, 19, 3), 128, np.uint8))
+    table = read_folders(str(tmp_path))
+    sizes = dict(zip(table["label"], zip(table["image_height"], table["image_width"])))
+    assert sizes == {"dead": (21, 33), "live": (17, 19)}
