@@ -72,11 +72,13 @@ def test_image_without_boxes_is_reported_and_gives_no_sample(tmp_path, caplog) -
     write_image(tmp_path / "s" / "empty.png", "grey8")
     write_voc(tmp_path / "s" / "empty.xml", "empty.png", (48, 64), [])
     write_image(tmp_path / "s" / "no_xml.png", "grey8")
+    (tmp_path / "s" / "._field_0.xml").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
     with caplog.at_level(logging.WARNING):
         table = read_voc(str(tmp_path / "s"), class_map=MAP)
     assert len(table) == 8 and not table["path"].str.contains("empty|no_xml").any()
     assert table.attrs["import_report"]["left_out"]["image(s) whose xml has no box"] == 1
     assert table.attrs["import_report"]["left_out"]["image(s) without an xml file"] == 1
+    assert table.attrs["import_report"]["left_out"]["hidden .xml file(s)"] == 1
     assert "left out 1 image(s) whose xml has no box: empty.xml" in caplog.text
 
 
@@ -105,6 +107,7 @@ def test_unknown_class_stops_with_names_found_and_the_fix(tmp_path) -> None:
 @pytest.mark.parametrize("content, match", [
     ("<annotation><object>", "not valid XML"),
     ("<coco/>", "not a Pascal-VOC file"),
+    ("<annotations><image name='f.png'/></annotations>", "CVAT's own XML: export the task as Pascal VOC"),
     ("<annotation><filename>f.png</filename><object><name>live</name></object></annotation>", "no <bndbox>"),
     ("<annotation><filename>f.png</filename><object><name>live</name><bndbox><xmin>a</xmin></bndbox>"
      "</object></annotation>", "bad <bndbox>"),

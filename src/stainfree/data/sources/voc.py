@@ -52,8 +52,9 @@ def read_voc(annotations: str, images: str | None = None, class_map: dict | None
     ann_root = require_folder(annotations, "annotations", "folder of Pascal-VOC .xml files")
     img_root = require_folder(images, "images", "folder that holds the images") if images else ann_root
     mapping = normalise_class_map(class_map)
-    xmls = sorted(p for p in ann_root.rglob("*.xml") if not any(
-        part.startswith(".") for part in p.relative_to(ann_root).parts))
+    found = sorted(ann_root.rglob("*.xml"))
+    hidden = [p for p in found if any(part.startswith(".") for part in p.relative_to(ann_root).parts)]
+    xmls = [p for p in found if p not in hidden]  # ._x.xml (macOS) and checkpoint copies are not annotations
     if not xmls:
         raise SourceError(f"data.annotations={ann_root}: no .xml file found; Pascal-VOC annotations are "
                           "one .xml per image (for COCO json use data=coco, for a CSV data=points_csv)")
@@ -61,6 +62,7 @@ def read_voc(annotations: str, images: str | None = None, class_map: dict | None
     names = map_class_names((o["name"] for f in files for o in f.objects), mapping, SOURCE, str(ann_root))
     finder = ImageFinder(img_root, "data.images" if images else "data.annotations")
     rows, left_out = _rows(files, finder, ann_root, names)
+    left_out["hidden .xml file(s)"] = [relative_key(p, ann_root) for p in hidden]
     sizes = read_sizes(Path(r["path"]) for r in rows)
     _warn_size_mismatch(files, rows, sizes)
     return build_table(rows, SOURCE, ann_root, sizes, left_out)
@@ -73,8 +75,9 @@ def parse_voc_file(xml: Path) -> VocFile:
     except ET.ParseError as err:
         raise SourceError(f"{xml}: not valid XML ({err}); fix or remove that file") from None
     if root.tag != "annotation":
+        cvat = " (CVAT's own XML: export the task as Pascal VOC or COCO instead)" if root.tag == "annotations" else ""
         raise SourceError(f"{xml}: not a Pascal-VOC file (root element <{root.tag}>, expected "
-                          "<annotation>); remove it from data.annotations")
+                          f"<annotation>){cvat}; remove it from data.annotations")
     size = None
     if root.find("size") is not None:
         try:
