@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from stainfree.utils.errors import MissingPathError, UserError
 
@@ -93,21 +95,6 @@ def _read_stack(path: Path) -> np.ndarray:
     return image
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) from the file header when possible (no full decode), else by reading it."""
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            width, height = im.size
-            if getattr(im, "n_frames", 1) == 1:
-                return int(height), int(width)
-    except Exception:  # noqa: BLE001 - PIL cannot read every TIFF flavour: decode instead
-        pass
-    image = read_image(path)
-    return int(image.shape[0]), int(image.shape[1])
-
-
 def _to_uint16(image: np.ndarray) -> np.ndarray:
     """Map any other numeric image linearly onto the uint16 range (used for float/int32 TIFFs)."""
     image = image.astype(np.float64)
@@ -124,3 +111,38 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if folder.is_file():
         return [folder]
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of an image from its header only, so importers can check boxes cheaply.
+
+    Pillow reads PNG/JPG/TIFF headers without decoding pixels; TIFFs it cannot parse go through
+    tifffile's page tags, and anything else is decoded once with ``read_image`` (same errors).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file; check the path or the annotation that names it")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageReadError(
+            f"{path}: unsupported image type '{path.suffix}'; convert it to PNG, JPG or TIFF"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # huge stitched fields trip Pillow's bomb warning
+            with Image.open(path) as img:
+                width, height = img.size
+        if width > 0 and height > 0:
+            return int(height), int(width)
+    except Exception:  # noqa: BLE001 - fall through to the readers that know more formats
+        pass
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(str(path)) as tif:
+                page = tif.pages[0]
+                return int(page.imagelength), int(page.imagewidth)
+        except Exception:  # noqa: BLE001
+            pass
+    image = read_image(path, grey=True)
+    return int(image.shape[0]), int(image.shape[1])

@@ -369,7 +369,7 @@ def generate_dataset(out: str | Path, frames_notreat: int = 24, frames_doxo: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m stainfree.data.jimt.synthetic --out data/synthetic_jimt``."""
+    """CLI: ``python -m stainfree.data.jimt.synthetic --out data/synthetic_jimt [--export voc,coco,points,folders]``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="new folder for bf/, pi/, manifest.csv")
     p.add_argument("--frames-notreat", type=int, default=24)
@@ -377,13 +377,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--examples-per-class", type=int, default=40,
                    help="labelled 224 patches per class in empty_examples/ (for the SVM filter)")
+    p.add_argument("--export", default=None,
+                   help="also write annotated/ with these of voc,coco,points,folders (+ truth.csv); an "
+                        "existing set made with the same arguments is exported without regenerating")
+    p.add_argument("--image-style", default="mixed",
+                   help="exported PNGs: mixed (16-bit, 8-bit grey, RGB, palette) | grey16 | grey8 | rgb | palette")
+    p.add_argument("--class-names", default="live,dead", help="exported class names, live first, "
+                                                               "e.g. 'Living Cell,Dead Cell'")
+    p.add_argument("--near-duplicates", type=int, default=0,
+                   help="add flipped/rotated/brightness-shifted copies of this many fields under unrelated names")
     a = p.parse_args(argv)
+    args = dict(frames_notreat=a.frames_notreat, frames_doxo=a.frames_doxo, seed=a.seed,
+                examples_per_class=a.examples_per_class)
     try:
-        generate_dataset(a.out, a.frames_notreat, a.frames_doxo, a.seed, a.examples_per_class)
+        options = _export_options(a) if a.export else None  # checked before minutes of generation
+        if options and (Path(a.out) / GENERATOR_FILE).is_file():
+            check_existing(a.out, **args)
+        else:
+            generate_dataset(a.out, **args)
+        if options:
+            from stainfree.data.jimt.synthetic_export import export_annotated
+
+            export_annotated(a.out, options)
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _export_options(a: argparse.Namespace) -> "ExportOptions":  # noqa: F821 - imported below
+    """The CLI's export flags, checked (imported here: the export module builds on this one)."""
+    from stainfree.data.jimt.synthetic_export import ExportOptions
+
+    options = ExportOptions(formats=tuple(f.strip() for f in a.export.split(",") if f.strip()),
+                            image_style=a.image_style, class_names=tuple(n.strip() for n in a.class_names.split(",")),
+                            near_duplicates=a.near_duplicates)
+    options.check()
+    return options
 
 
 if __name__ == "__main__":
