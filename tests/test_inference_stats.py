@@ -1,6 +1,7 @@
 """Plate statistics on synthetic numbers with known answers (IC50, Z', bootstrap coverage)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -64,6 +65,9 @@ def test_plot_dose_response_writes_png(tmp_path):
     fit = fit_dose_response(doses, resp, "d")
     out = plot_dose_response(tmp_path / "dr.png", doses, resp, fit, resp - 0.05, resp + 0.05)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a lower CI bound that underflowed to 0 (seen with a steep, poorly determined fit) must not crash
+    underflow = dataclasses.replace(fit, ic50_ci_low=0.0)
+    assert plot_dose_response(tmp_path / "dr0.png", doses, resp, underflow).is_file()
 
 
 def test_z_prime_known_value():

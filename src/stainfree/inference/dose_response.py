@@ -162,7 +162,9 @@ def plot_dose_response(path: str | os.PathLike, dose: np.ndarray, response: np.n
         grid = np.logspace(math.log10(lo), math.log10(hi), 200)
         ax.plot(grid, fit.predict(grid), color="C1", label=f"4PL fit (R2 {fit.r2:.2f})")
         label = f"IC50 {fit.ic50:.3g}"
-        if math.isfinite(fit.ic50_ci_low) and math.log10(fit.ic50_ci_high / fit.ic50_ci_low) <= 2 * MAX_CI_DECADES:
+        # a CI bound that underflowed to 0 (a very steep or flat fit) counts as not determined
+        if (fit.ic50_ci_low > 0 and math.isfinite(fit.ic50_ci_high)
+                and math.log10(fit.ic50_ci_high / fit.ic50_ci_low) <= 2 * MAX_CI_DECADES):
             label += f" [{fit.ic50_ci_low:.3g}, {fit.ic50_ci_high:.3g}]"
         else:
             label += " (CI not determined)"
