@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--downscale", type=int, default=4)
     args = p.parse_args(argv)
 
+    import torch
+
     from stainfree.inference.predictor import load_model
     from stainfree.inference.tiling import build_tiler
     from stainfree.trust.scoring import OODScorer, score_image
-
-    import torch
 
     model, meta = load_model(args.ckpt, torch.device("cpu"))
     if OODScorer.from_meta(meta) is None:

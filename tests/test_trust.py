@@ -10,7 +10,12 @@ import torch
 
 from stainfree.inference.tiling import build_tiler
 from stainfree.trust import calibration
-from stainfree.trust.image_stats import focus, image_statistics, intensity_percentiles, model_input_side
+from stainfree.trust.image_stats import (
+    focus,
+    image_statistics,
+    intensity_percentiles,
+    model_input_side,
+)
 from stainfree.trust.input_contract import check_input, fit_input_reference
 from stainfree.trust.mahalanobis import fit_mahalanobis, mahalanobis_distance
 from stainfree.trust.scoring import OODScorer

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 
 from stainfree.trust import calibration
+from stainfree.utils.pylogger import get_logger
+
+log = get_logger(__name__)
 
 
 def report_logits(outputs: Mapping[str, Any]) -> np.ndarray:
@@ -39,6 +42,9 @@ def calibration_section(module: Any, outputs: Mapping[str, Any], out_path: Path,
                        val={k: meta[k] for k in meta if k != "temperature"})
         curves[f"T = {temperature:.2f} (ECE {m['ece_after']:.3f})"] = calibration.reliability_bins(
             calibration.softmax(logits, temperature), target)
+    if fitted:
+        log.info("calibration on %d samples: ECE %.4f -> %.4f with T = %.3f (fitted on validation)",
+                 m["n"], m["ece_before"], m["ece_after"], temperature)
     if len(target) == 0 or not math.isfinite(m["ece_before"]):
         return section, None
     from stainfree.evaluation.plots import plot_reliability

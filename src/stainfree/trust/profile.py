@@ -176,21 +176,22 @@ def _feature_reference(train: _ImagePass, val: _ImagePass, limits: ProfileLimits
 
 
 def fit_ood(model: torch.nn.Module, datamodule: Any, preprocess: Mapping[str, Any],
-            limits: ProfileLimits = ProfileLimits()) -> dict[str, Any]:
+            limits: ProfileLimits | None = None) -> dict[str, Any]:
     """The ``ood`` block: input contract from train+val images, features from train, thresholds from val."""
-    rng_paths = {}
+    limits = limits or ProfileLimits()
+    paths_by_split = {}
     for k, stage in enumerate(("train", "val")):
         paths = source_images(datamodule, stage)
-        rng_paths[stage] = [paths[i] for i in subsample(len(paths), limits.max_images, limits.seed + k)]
-    n_train = max(1, len(rng_paths["train"]))
+        paths_by_split[stage] = [paths[i] for i in subsample(len(paths), limits.max_images, limits.seed + k)]
+    n_train = max(1, len(paths_by_split["train"]))
     per_image = max(1, math.ceil(limits.max_patches / n_train))
-    train = _pass_images(model, rng_paths["train"], preprocess, per_image, limits)
-    val = _pass_images(model, rng_paths["val"], preprocess, None, limits)
+    train = _pass_images(model, paths_by_split["train"], preprocess, per_image, limits)
+    val = _pass_images(model, paths_by_split["val"], preprocess, None, limits)
     return dict(
         version=OOD_VERSION,
         input=fit_input_reference(train.stats + val.stats, window_layout=bool(preprocess.get("window"))),
         features=_feature_reference(train, val, limits),
-        n_train_images=len(rng_paths["train"]), n_val_images=len(rng_paths["val"]),
+        n_train_images=len(paths_by_split["train"]), n_val_images=len(paths_by_split["val"]),
     )
 
 
@@ -201,12 +202,13 @@ def missing_blocks(meta: Mapping[str, Any] | None) -> list[str]:
 
 
 def fit_trust_profile(model: torch.nn.Module, datamodule: Any, blocks: Iterable[str] = BLOCKS,
-                      limits: ProfileLimits = ProfileLimits()) -> dict[str, Any]:
+                      limits: ProfileLimits | None = None) -> dict[str, Any]:
     """Fit the requested blocks for ``model`` (in eval mode, on its current device).
 
     The OOD block needs the source images; when they cannot be read the error is logged and
     the block left out (calibration alone is still worth having), never silently.
     """
+    limits = limits or ProfileLimits()
     start = time.time()
     was_training = model.training
     model.eval()
@@ -236,7 +238,7 @@ def fit_trust_profile(model: torch.nn.Module, datamodule: Any, blocks: Iterable[
 
 
 def fit_missing_blocks(model: torch.nn.Module, datamodule: Any, device: torch.device | str = "cpu",
-                       limits: ProfileLimits = ProfileLimits()) -> dict[str, Any]:
+                       limits: ProfileLimits | None = None) -> dict[str, Any]:
     """For eval.py: fit whatever trust blocks ``model.run_metadata`` lacks, add them to it, return them.
 
     The model is moved to ``device`` for the fit and back to where it was; the DataModule is
