@@ -127,6 +127,7 @@ def _flagged(raw: np.ndarray, reference: dict) -> dict[str, str]:
 
 
 def test_input_contract_passes_held_out_frames(reference):
+    assert reference["intensity_region"]["n"] == 20
     for seed in range(100, 110):
         assert _flagged(_bright_field(seed), reference) == {}, seed
 
@@ -168,6 +169,12 @@ def test_scale_flag_for_a_crop_model_given_whole_fields():
     reasons = {f.check: f.reason for f in check_input(stats, ref) if f.flagged}
     assert reasons["scale"].startswith("scale 6.5x smaller than training tiles")
     assert "size" not in reasons  # grid layouts: the scale check says it already
+    # 5 reference images are too few for the joint intensity region: per-percentile fences instead
+    assert ref["intensity_region"] is None
+    crop = _bright_field(20, 160)
+    inverted8 = (255 - crop // 257).astype(np.uint8)
+    stats = image_statistics(crop, inverted8, preprocess)
+    assert any(f.check == "intensity" and f.flagged for f in check_input(stats, ref))
 
 
 # ----------------------------------------------------------------------------- scorer

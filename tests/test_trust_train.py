@@ -98,3 +98,24 @@ def test_scoring_api_on_training_frames(trained):
         _, features = model.logits_and_features(torch.from_numpy(tiles.patches[~tiles.empty]).unsqueeze(1))
     again = score_image(meta, model, raw, tiles, features=features.numpy())
     np.testing.assert_allclose(again.patch_score, score_image(meta, model, raw, tiles).patch_score, rtol=1e-4)
+
+
+def test_celldeath_profile_on_real_fields(shared_dir, tmp_path):
+    """Grid-tiled fields: source images from the split table's ``path``; the scale check follows the tile side."""
+    real = shared_dir / "data" / "celldeath-u2os" / "full"
+    overrides = ["experiment=celldeath_cpt_vs_dmso", f"data.root={real}", "trainer=cpu", "logger=csv",
+                 "model=resnet18", "model.input_size=32", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                 "trainer.num_sanity_val_steps=0", "callbacks.progress_bar=null", "data.num_workers=0",
+                 "callbacks.test_artifacts.tsne_max_points=40"]
+    metrics, objects = train(compose_config(tmp_path, overrides))
+    model, meta = load_model(metrics["best_ckpt"], torch.device("cpu"))
+    ref = meta["ood"]["input"]
+    assert ref["nominal_bits"] == [8] and not ref["window_layout"]
+    assert ref["side"][0] == pytest.approx((640 * 480) ** 0.5)
+    tiler = build_tiler(meta["preprocess"])
+    raw = read_image(objects["datamodule"].split_table("train")["path"].iloc[0])  # a field the model trained on
+    assert not score_image(meta, model, raw, tiler(raw)).ood_flag
+    # a 2x larger field at the same pixel size: each tile covers twice the source pixels
+    big = cv2.resize(raw, (raw.shape[1] * 2, raw.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+    verdict = score_image(meta, model, big, tiler(big))
+    assert verdict.ood_flag and "scale 2.0x smaller than training tiles" in verdict.ood_reason
