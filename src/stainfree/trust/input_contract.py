@@ -125,7 +125,7 @@ def check_bit_depth(stats: Mapping[str, Any], ref: Mapping[str, Any]) -> Finding
         return Finding("bit_depth", max(got, want) / min(got, want),
                        f"{'/'.join(str(b) for b in expected)}-bit expected, got {got}-bit")
     low = int(ref["bits"][0])
-    severity = (low - int(stats["bits"])) / BITS_SLACK
+    severity = max(0.0, (low - int(stats["bits"])) / BITS_SLACK)
     return Finding("bit_depth", severity,
                    f"only {stats['bits']} of {got} bits used (training images used {low}-{ref['bits'][1]} bits): "
                    "was it converted or under-exposed?")
