@@ -1,4 +1,4 @@
-"""Imports only run down the layers: utils <- models <- data, evaluation <- inference, callbacks <- tasks <- CLIs.
+"""Imports only run down the layers: utils <- models <- data <- trust <- evaluation <- inference <- callbacks <- tasks <- CLIs.
 
 A module may import its own package or a lower layer, never a higher one nor a peer of its own
 layer, so each part can be understood and tested with what lies below it (docs/ARCHITECTURE.md).
@@ -14,11 +14,14 @@ PACKAGE = "stainfree"
 LAYERS: dict[str, int] = {
     "utils": 0,  # with the package's own __init__
     "models": 1,
-    "data": 2, "evaluation": 2,
-    "inference": 3, "callbacks": 3,
-    "tasks": 4,
+    "data": 2,
+    "trust": 3,
+    "evaluation": 4,
+    "inference": 5,
+    "callbacks": 6,
+    "tasks": 7,
 }
-CLI_LAYER = 5  # train.py, eval.py, predict.py, benchmarks/
+CLI_LAYER = 8  # train.py, eval.py, predict.py, benchmarks/
 
 
 def _part(module: str) -> str:

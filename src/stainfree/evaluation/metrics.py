@@ -196,4 +196,8 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     for key in ("pearson_r", "pearson_p"):
         if key in metrics:
             flat[key] = metrics[key]
+    for key in ("temperature", "ece_before", "ece_after", "nll_before", "nll_after"):  # stainfree.trust
+        value = (metrics.get("calibration") or {}).get(key)
+        if value is not None:
+            flat[key] = value
     return flat

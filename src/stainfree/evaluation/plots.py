@@ -253,3 +253,27 @@ def plot_gradcam_panel(
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.8 * nrows + 0.4)))  # keep row titles clear of the suptitle
     return _save(fig, path)
+
+
+def plot_reliability(curves: Mapping[str, dict], path: str | os.PathLike, title: str = "Reliability") -> Path:
+    """Reliability diagram: accuracy vs mean top-label confidence per bin, one curve per
+    ``{label: stainfree.trust.calibration.reliability_bins(...)}`` (e.g. before / after temperature
+    scaling), the perfect-calibration diagonal, and the share of samples per bin underneath."""
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
+    colors = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
+    for i, (label, bins) in enumerate(curves.items()):
+        used = np.asarray(bins["count"]) > 0
+        conf, acc = np.asarray(bins["confidence"])[used], np.asarray(bins["accuracy"])[used]
+        ax.plot(conf, acc, marker="o", lw=2, color=colors[i % len(colors)], label=label)
+        edges = np.asarray(bins["edges"])
+        share = np.asarray(bins["count"]) / max(1, int(np.sum(bins["count"])))
+        offset = (i - (len(curves) - 1) / 2) * (edges[1] - edges[0]) / (len(curves) + 1)
+        hist.bar((edges[:-1] + edges[1:]) / 2 + offset, share, width=(edges[1] - edges[0]) / (len(curves) + 1),
+                 color=colors[i % len(colors)], alpha=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="Accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    hist.set(xlabel="Confidence (top-class probability)", ylabel="Share of samples", ylim=(0, 1))
+    hist.grid(alpha=0.3)
+    return _save(fig, path)

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from stainfree.evaluation import plots
+from stainfree.evaluation.calibration_report import calibrated_columns, calibration_section
 from stainfree.evaluation.gradcam import find_gradcam_layer, gradcam
 from stainfree.evaluation.metrics import compute_metrics, flat_metrics
 from stainfree.evaluation.tsne import subsample_indices, tsne_embed
@@ -46,18 +47,19 @@ def collect_predictions(module: torch.nn.Module, datamodule: Any, stage: str = "
     loader = _dataloader(datamodule, stage)
     was_training = module.training
     module.eval()
-    probs, target, index = [], [], []
+    logits, target, index = [], [], []
     try:
         with torch.no_grad():
             for batch in loader:
-                probs.append(module(batch["image"]).float().softmax(dim=1).cpu())
+                logits.append(module(batch["image"]).float().cpu())
                 target.append(batch["target"].cpu())
                 index.append(batch["index"].cpu())
     finally:
         module.train(was_training)
-    if not probs:
+    if not logits:
         raise ReportError(f"the {stage} dataloader yielded no batches: the {stage} split is empty")
-    out = dict(probs=torch.cat(probs), target=torch.cat(target), index=torch.cat(index))
+    all_logits = torch.cat(logits)
+    out = dict(probs=all_logits.softmax(dim=1), logits=all_logits, target=torch.cat(target), index=torch.cat(index))
     order = torch.argsort(out["index"])
     return {k: v[order] for k, v in out.items()}
 
@@ -264,6 +266,12 @@ def write_report(
     backbone = getattr(getattr(module, "hparams", {}), "get", lambda *_: None)("backbone")
     if isinstance(backbone, Mapping):
         metrics["backbone"] = backbone.get("name")
+    title = f"{metrics.get('backbone') or type(module).__name__} | {stage} n={metrics['n']}"
+    figures: dict[str, Path] = {}
+    # calibration (stainfree.trust): ECE before/after the checkpoint's temperature, reliability diagram,
+    # calibrated probabilities p_cal_<class> next to the raw p_<class>
+    metrics["calibration"], figures["reliability"] = calibration_section(module, outputs, out_dir / "reliability.png", title)
+    table = table.assign(**calibrated_columns(module, outputs, class_names))
 
     files: dict[str, Path] = {}
     with atomic_path(out_dir / "predictions.csv") as tmp:
@@ -273,8 +281,6 @@ def write_report(
         pd.DataFrame([flat_metrics(metrics)]).to_csv(tmp, index=False)
     files["metrics_csv"] = out_dir / "metrics.csv"
 
-    title = f"{metrics.get('backbone') or type(module).__name__} | {stage} n={metrics['n']}"
-    figures: dict[str, Path] = {}
     figures["roc"] = plots.plot_roc(
         plots.roc_curves(probs, target, class_names),
         out_dir / "roc.png",

@@ -80,7 +80,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_model(checkpoint: CheckpointMeta, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The classifier in eval mode plus what predict needs from the checkpoint (class names, preprocess)."""
+    """The classifier in eval mode plus what predict needs from the checkpoint (class names, preprocess,
+    the trust blocks when present)."""
     from stainfree.models.classifier import LiveDeadClassifier
 
     path = Path(checkpoint.path)
@@ -89,8 +90,8 @@ def load_model(checkpoint: CheckpointMeta, device: torch.device) -> tuple[torch.
     except Exception as exc:  # noqa: BLE001 - any load failure means the same to the user
         raise PredictError(f"{path}: could not be loaded as a stainfree checkpoint ({exc}); "
                            "use a .ckpt written by train.py") from exc
-    meta: dict[str, Any] = dict(class_names=checkpoint.class_names or list(model.class_names),
-                                preprocess=checkpoint.preprocess)
+    meta: dict[str, Any] = dict(checkpoint.extra)  # e.g. the trust blocks 'calibration' and 'ood'
+    meta.update(class_names=checkpoint.class_names or list(model.class_names), preprocess=checkpoint.preprocess)
     if not meta["preprocess"]:
         meta["preprocess"] = _preprocess_from_config(path, checkpoint.config)
         meta["preprocess_rebuilt"] = True

@@ -127,6 +127,21 @@ class LiveDeadClassifier(pl.LightningModule):
         fmap = self._features_fn(self.preprocess(image))
         return self.net.forward_head(fmap, pre_logits=True)
 
+    def logits_and_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and penultimate features from ONE backbone pass (predict + OOD scoring)."""
+        fmap = self.feature_map(self._features_fn(self.preprocess(image)))
+        return self.net.forward_head(fmap), self.net.forward_head(fmap, pre_logits=True)
+
+    # ---------------------------------------------------------------- calibration (stainfree.trust)
+    @property
+    def temperature(self) -> float:
+        """Temperature fitted on validation after training (checkpoint ``stainfree.calibration``); 1.0 if none."""
+        return float((self.run_metadata.get("calibration") or {}).get("temperature", 1.0))
+
+    def calibrated_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """softmax(logits / T): probabilities whose confidence matches validation accuracy."""
+        return (logits.float() / self.temperature).softmax(dim=1)
+
     def gradcam_layer(self) -> nn.Module:
         """Module whose output is the last convolutional feature map (hook it for Grad-CAM)."""
         return self.feature_map
@@ -190,8 +205,9 @@ class LiveDeadClassifier(pl.LightningModule):
         self._eval_step(batch)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        probs = self(batch["image"]).float().softmax(dim=1)
-        return dict(probs=probs, target=batch.get("target"), index=batch.get("index"))
+        logits = self(batch["image"]).float()
+        return dict(probs=logits.softmax(dim=1), calibrated_probs=self.calibrated_probs(logits), logits=logits,
+                    target=batch.get("target"), index=batch.get("index"))
 
     def on_validation_epoch_start(self) -> None:
         self._epoch_outputs = []
@@ -231,7 +247,7 @@ class LiveDeadClassifier(pl.LightningModule):
             metrics[f"{stage}/auroc"] = torch.tensor(float("nan"), device=logits.device)
         if stage == "test":
             self.test_outputs = dict(
-                probs=logits.softmax(dim=1).cpu(), target=target.cpu(), index=out["index"].cpu()
+                probs=logits.softmax(dim=1).cpu(), logits=logits.cpu(), target=target.cpu(), index=out["index"].cpu()
             )
         return metrics
 

@@ -8,15 +8,20 @@ that would make the numbers meaningless (other classes, backbone, input size) is
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stainfree.callbacks.eval_report import EvalReport
+from stainfree.inference.trust_fit import ProfileLimits, fit_missing_blocks
 from stainfree.models.checkpoint import CheckpointMeta, read_checkpoint_meta
 from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
+from stainfree.trust.checkpoint import write_trust_blocks
+from stainfree.utils.atomic import unique_path
 from stainfree.utils.cli import task_main
 from stainfree.utils.errors import UserError
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -121,9 +126,11 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in trainer.loggers:
         lg.log_hyperparams(dict(OmegaConf.to_container(cfg, resolve=True), ckpt_path=meta.path))
+    added = _fit_trust_blocks(cfg, model, datamodule, trainer)
     logged = trainer.test(model=model, datamodule=datamodule, verbose=True)
     metrics = {k: float(v) for k, v in (logged[0] if logged else {}).items()}
     report = artifacts.last_metrics or {}
+    calibrated = _save_calibrated_copy(meta.path, added, report.get("report_dir") or cfg.paths.output_dir)
     if report:
         ci = report["bal_acc_ci"]
         log.info(
@@ -131,7 +138,32 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             report["bal_acc"], round(100 * ci["level"]), ci["lower"], ci["upper"], report["auroc"],
             report["acc"], report["report_dir"],
         )
-    return metrics, dict(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer, report=report)
+    return metrics, dict(cfg=cfg, datamodule=datamodule, model=model, trainer=trainer, report=report,
+                         calibrated_ckpt=calibrated)
+
+
+def _fit_trust_blocks(cfg: DictConfig, model: Any, datamodule: Any, trainer: pl.Trainer) -> dict[str, Any]:
+    """stainfree.trust: fit the calibration / OOD blocks an older checkpoint lacks (in memory only)."""
+    trust = cfg.get("trust") or {}
+    if not trust.get("fit_missing", True):
+        return {}
+    try:
+        device = trainer.strategy.root_device
+    except Exception:  # noqa: BLE001 - a strategy that knows its device only later: fit on the CPU
+        device = torch.device("cpu")
+    limits = ProfileLimits(max_images=int(trust.get("max_images", 200)), max_patches=int(trust.get("max_patches", 20000)),
+                           seed=int(cfg.get("seed") or 0))
+    return fit_missing_blocks(model, datamodule, device, limits)
+
+
+def _save_calibrated_copy(ckpt_path: str, blocks: dict[str, Any], folder: str | Path) -> str | None:
+    """The user's checkpoint is never modified: the fitted blocks go into a copy next to the report."""
+    if not blocks:
+        return None
+    copy = write_trust_blocks(ckpt_path, blocks, unique_path(Path(folder) / "calibrated.ckpt"))
+    log.info("%s had no %s: fitted here and written with the weights to %s (the original is unchanged); "
+             "use that file with predict.py", ckpt_path, " / ".join(blocks), copy)
+    return str(copy)
 
 
 @task_main("eval")
