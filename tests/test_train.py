@@ -16,7 +16,7 @@ from sklearn.metrics import balanced_accuracy_score
 from conftest import ROOT, compose_config
 from stainfree.data.jimt.synthetic import generate_dataset
 from stainfree.training import optimized_value, train
-from stainfree.utils.wandb_records import read_history
+from stainfree.utils.wandb_records import read_config, read_history, read_metric_definitions, read_summary
 
 # A few small frames and a tiny input keep every run to seconds on 2 CPU cores.
 TINY = [
@@ -84,7 +84,17 @@ def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, t
     assert {"train/loss", "val/bal_acc", "val/auroc", "test/bal_acc", "test/auroc"} <= logged
     # the eval figures went to W&B as images too
     assert {"test/roc/_type", "test/confusion_matrix/_type", "test/gradcam_confident/_type"} <= logged
-    assert (run / "csv" / "metrics.csv").is_file()
+    # ... and what the dashboard compares runs by: best validation score as max, test metrics
+    # as final values, time and speed, the interactive panels
+    assert read_metric_definitions(run_files[0])["val/bal_acc_best"]["summary"] == ["max"]
+    summary = read_summary(run_files[0])
+    assert summary["val/bal_acc_best"] == {"max": pytest.approx(metrics["val/bal_acc_best"])}
+    assert summary["test/bal_acc"] == pytest.approx(metrics["test/bal_acc"])
+    assert summary["train/time_s"] > 0 and summary["train/images_per_s"] > 0
+    charts = read_config(run_files[0])["_wandb"]["visualize"]
+    assert {"test/roc_curve", "test/pr_curve", "test/confusion_chart"} <= set(charts)
+    assert summary["test/predictions"]["nrows"] == len(target)  # fewer test patches than the cap
+    assert "train/images_per_s" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_failing_job_in_multirun_does_not_raise(tiny_manifest: Path, tmp_path: Path) -> None:

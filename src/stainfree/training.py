@@ -15,6 +15,7 @@ from pytorch_lightning.loggers import CSVLogger
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
+from stainfree.utils.wandb_identity import apply_sweep_identity
 
 log = get_logger(__name__)
 
@@ -105,6 +106,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg)
     _resume_wandb(cfg, ckpt_path)
+    apply_sweep_identity(cfg)  # W&B: a sweep's jobs share a group, named by what differs
 
     log.info("data <%s>", cfg.data._target_)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
