@@ -80,7 +80,8 @@ def test_cached_weights_load_offline(empty_caches: dict[str, Path], monkeypatch:
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     (repo / "snapshots" / commit).mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, repo / "snapshots" / commit / "model.safetensors")
+    weights = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(weights, repo / "snapshots" / commit / "model.safetensors")
     net = build_backbone("resnet18", num_classes=2, pretrained=True)
     assert torch.equal(net.state_dict()["conv1.weight"], source.state_dict()["conv1.weight"])
 

@@ -1,4 +1,4 @@
-"""Atomic writes never leave partial files; offline environment never prompts or downloads."""
+"""Atomic writes never leave partial files; the environment never prompts, and tests/demo never download."""
 from __future__ import annotations
 
 import os
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from stainfree.utils.atomic import atomic_dir, atomic_path, atomic_write_text, unique_path
 from stainfree.utils.env import configure_offline_environment, force_offline_downloads, wandb_has_credentials
 
@@ -64,6 +65,7 @@ def test_offline_environment_without_wandb_key(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     force_offline_downloads()
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert "HF_HUB_OFFLINE=1 $(PY) train.py experiment=demo" in (ROOT / "Makefile").read_text()  # make demo
 
 
 def test_wandb_key_keeps_online_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,7 +64,8 @@ def test_binary_panels_reach_the_offline_run(tmp_path: Path) -> None:
 
     charts = read_config(run_file)["_wandb"]["visualize"]
     assert charts["test/roc_curve"]["panel_config"]["panelDefId"] == "wandb/area-under-curve/v0"
-    assert charts["test/pr_curve"]["panel_config"]["fieldSettings"] == {"x": "recall", "y": "precision", "class": "class"}
+    fields = charts["test/pr_curve"]["panel_config"]["fieldSettings"]
+    assert fields == {"x": "recall", "y": "precision", "class": "class"}
     assert charts["test/confusion_chart"]["panel_config"]["panelDefId"] == "wandb/confusion_matrix/v1"
     summary = read_summary(run_file)
     for key in ("test/roc_curve_table", "test/pr_curve_table", "test/confusion_chart_table", "test/predictions"):

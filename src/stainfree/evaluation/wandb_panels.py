@@ -122,7 +122,8 @@ def predictions_table(
     p_cal = calibrated(probs, temperature)[:, pos] if temperature is not None else None
     data = []
     for i, row in picked.iterrows():
-        thumb = resize_patch(images[i, 0].numpy(), THUMBNAIL_PX) if images.shape[-1] > THUMBNAIL_PX else images[i, 0].numpy()
+        patch = images[i, 0].numpy()
+        thumb = resize_patch(patch, THUMBNAIL_PX) if patch.shape[-1] > THUMBNAIL_PX else patch
         values = [wandb.Image(thumb), row["truth"], row["predicted"], bool(row["correct"]),
                   float(probs[i, pos]), float(probs[i].max())]
         values += [float(p_cal[i])] if p_cal is not None else []

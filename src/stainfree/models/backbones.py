@@ -88,7 +88,8 @@ class SqueezeNetClassifier(nn.Module):
         base = torchvision.models.squeezenet1_1(weights=None)
         if pretrained:
             state = load_state_dict(pretrained_path) if pretrained_path else squeezenet_state_dict(config_key)
-            base.features.load_state_dict(_squeezenet_features(state, pretrained_path or "torchvision's weights", config_key))
+            source = pretrained_path or "torchvision's weights"
+            base.features.load_state_dict(_squeezenet_features(state, source, config_key))
         if in_chans != 3:
             base.features[0] = _adapt_first_conv(base.features[0], in_chans)
         self.features = base.features
