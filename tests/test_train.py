@@ -16,7 +16,13 @@ from sklearn.metrics import balanced_accuracy_score
 from conftest import ROOT, compose_config
 from stainfree.data.jimt.synthetic import generate_dataset
 from stainfree.training import optimized_value, train
-from stainfree.utils.wandb_records import read_config, read_history, read_metric_definitions, read_summary
+from stainfree.utils.wandb_records import (
+    read_config,
+    read_history,
+    read_metric_definitions,
+    read_summary,
+    wait_until_closed,
+)
 
 # A few small frames and a tiny input keep every run to seconds on 2 CPU cores.
 TINY = [
@@ -80,6 +86,7 @@ def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, t
     # W&B ran offline and its run file holds the stage/metric keys
     run_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1
+    wait_until_closed(run_files[0])
     logged = set().union(*read_history(run_files[0]))
     assert {"train/loss", "val/bal_acc", "val/auroc", "test/bal_acc", "test/auroc"} <= logged
     # the eval figures went to W&B as images too

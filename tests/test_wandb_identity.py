@@ -58,6 +58,11 @@ def test_optuna_trial_named_by_the_searched_params(tmp_path: Path) -> None:
                                                    "data.batch_size": "choice(8, 16)"}))
     assert cfg.logger.wandb.name == "model.optimizer.lr=0.0003 data.batch_size=16"
     assert "experiment=demo" in cfg.logger.wandb.tags
+    # a group the user names on the command line is kept
+    with open_dict(cfg):
+        cfg.logger.wandb.group = "my-search"
+    apply_sweep_identity(_as_job(cfg, sweep, [*job, "logger.wandb.group=my-search"], {"data.batch_size": "x"}))
+    assert cfg.logger.wandb.group == "my-search" and cfg.logger.wandb.name == "data.batch_size=16"
 
 
 def test_eval_run_joins_the_evaluated_runs_group(tmp_path: Path) -> None:

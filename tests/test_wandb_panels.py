@@ -11,7 +11,7 @@ from PIL import Image
 
 from stainfree.evaluation.report import prediction_table
 from stainfree.evaluation.wandb_panels import browsing_order, calibrated, log_wandb_panels
-from stainfree.utils.wandb_records import read_config, read_summary, read_table
+from stainfree.utils.wandb_records import read_config, read_summary, read_table, wait_until_closed
 
 
 def _fake_report_table(class_names: list[str], n: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -41,6 +41,7 @@ def _offline_run(tmp_path: Path, log) -> Path:  # type: ignore[no-untyped-def]
     finally:
         logger.experiment.finish()
     (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    wait_until_closed(run_file)
     return run_file
 
 
@@ -59,7 +60,7 @@ def test_binary_panels_reach_the_offline_run(tmp_path: Path) -> None:
     table = _fake_report_table(names)
     keys = []
     run_file = _offline_run(tmp_path, lambda lg: keys.extend(log_wandb_panels(
-        lg, "test", table, names, _images, metadata={"calibration": {"temperature": 2.0}}, max_rows=12)))
+        [lg], "test", table, names, _images, metadata={"calibration": {"temperature": 2.0}}, max_rows=12)))
     assert keys == ["test/roc_curve", "test/pr_curve", "test/confusion_chart", "test/predictions"]
 
     charts = read_config(run_file)["_wandb"]["visualize"]
@@ -99,7 +100,7 @@ def test_binary_panels_reach_the_offline_run(tmp_path: Path) -> None:
 def test_multiclass_panels_per_class_without_calibration(tmp_path: Path) -> None:
     names = ["PC3", "MCF7", "U2OS"]
     table = _fake_report_table(names, n=30, seed=1).rename(columns={"frame_id": "image_id"})
-    run_file = _offline_run(tmp_path, lambda lg: log_wandb_panels(lg, "test", table, names, _images, max_rows=500))
+    run_file = _offline_run(tmp_path, lambda lg: log_wandb_panels([lg], "test", table, names, _images, max_rows=500))
     roc = read_table(run_file, "test/roc_curve_table")
     assert {r[0] for r in roc["data"]} == {f"{n} vs rest" for n in names}  # one curve per class
     pred = read_table(run_file, "test/predictions")

@@ -18,6 +18,7 @@ from stainfree.utils.wandb_records import (
     read_run,
     read_summary,
     read_table,
+    wait_until_closed,
 )
 from test_train import TINY, _data_overrides
 
@@ -31,6 +32,7 @@ def _run(args: list[str], tmp_path: Path) -> None:
 
 def _run_file(job_dir: Path) -> Path:
     (run_file,) = job_dir.glob("wandb/offline-run-*/run-*.wandb")
+    wait_until_closed(run_file)
     return run_file
 
 

@@ -310,7 +310,8 @@ def write_report(
     metrics["files"]["metrics_json"] = str(out_dir / "metrics.json")
     atomic_write_text(out_dir / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
     _log_to_loggers(logger, stage, metrics, figures)
-    log_wandb_panels(logger, stage, table, class_names, lambda rows: fetch_images(datamodule, stage, rows),
+    log_wandb_panels(_loggers(logger), stage, table, class_names,
+                     lambda rows: fetch_images(datamodule, stage, rows),
                      getattr(module, "run_metadata", None), wandb_table_rows)
     log.info(
         "%s report in %s (%.0f s): bal_acc %.4f [%.4f, %.4f], AUROC %.4f",

@@ -6,7 +6,7 @@ filter the test patches (misclassified and least confident first) with their thu
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,11 +26,10 @@ GROUP_COLUMNS = ("frame_id", "image_id")
 CURVE_SPEC = "wandb/area-under-curve/v0"  # W&B's built-in preset behind wandb.plot.roc_curve/pr_curve
 
 
-def wandb_runs(logger: Any) -> list[Any]:
-    """The W&B runs behind the Lightning loggers (a logger, a list of them, or None)."""
+def wandb_runs(loggers: Iterable[Any]) -> list[Any]:
+    """The W&B runs behind a list of Lightning loggers."""
     from pytorch_lightning.loggers import WandbLogger
 
-    loggers = [] if logger in (None, False) else list(logger) if isinstance(logger, (list, tuple)) else [logger]
     return [lg.experiment for lg in loggers if isinstance(lg, WandbLogger)]
 
 
@@ -134,7 +133,7 @@ def predictions_table(
 
 
 def log_wandb_panels(
-    logger: Any,
+    loggers: Iterable[Any],
     stage: str,
     table: pd.DataFrame,
     class_names: Sequence[str],
@@ -143,8 +142,8 @@ def log_wandb_panels(
     max_rows: int = TABLE_ROWS,
 ) -> list[str]:
     """Log ``<stage>/roc_curve``, ``<stage>/pr_curve``, ``<stage>/confusion_chart`` and
-    ``<stage>/predictions`` to every W&B run among ``logger``; returns the keys logged."""
-    runs = wandb_runs(logger)
+    ``<stage>/predictions`` to every W&B run among ``loggers``; returns the keys logged."""
+    runs = wandb_runs(loggers)
     if not runs:
         return []
     names = list(class_names)

@@ -4,7 +4,8 @@ So the dashboard compares a sweep without extra code: the group is the multirun 
 (``train/multiruns/<time>``), each job is named by the overrides that differ between the sweep's
 jobs (the rule `compare` names its table rows by, ``stainfree.utils.overrides``), and the overrides
 every job shares become tags. Single runs keep the names the logger config gives them. An
-``eval.py`` run joins the group of the run whose checkpoint it evaluates.
+``eval.py`` run joins the group of the run whose checkpoint it evaluates. A ``logger.wandb.<field>``
+given on the command line is left as given.
 """
 from __future__ import annotations
 
@@ -102,10 +103,18 @@ def _tag(text: str) -> str:
     return text[: MAX_TAG - 1] + "…"
 
 
+def _user_set(field: str) -> bool:
+    """Whether the command line set ``logger.wandb.<field>`` (the user's choice wins)."""
+    hydra_cfg = _hydra_config()
+    task = hydra_cfg.overrides.task if hydra_cfg is not None else []
+    return any(_key(str(o)) == f"logger.wandb.{field}" for o in task)
+
+
 def _set_wandb(cfg: DictConfig, **values: Any) -> None:
     with open_dict(cfg):
         for key, value in values.items():
-            cfg.logger.wandb[key] = value
+            if not _user_set(key):
+                cfg.logger.wandb[key] = value
 
 
 def _uses_wandb(cfg: DictConfig) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from typing import Any, Iterable, Iterator
 
 HEADER = b":W&B"
@@ -58,6 +59,24 @@ def iter_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
         kind = record.WhichOneof("record_type")
         if kind:
             yield kind, getattr(record, kind)
+
+
+def wait_until_closed(path: str | os.PathLike, timeout: float = 60.0) -> None:
+    """Wait until the run's ``exit`` record is on disk.
+
+    W&B's service process writes the file in 32 KiB blocks and may still hold the last one when
+    ``run.finish()`` (or the training process) has returned: a small run can read back empty.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if any(kind == "exit" for kind, _ in iter_records(path)):
+                return
+        except (FileNotFoundError, ValueError):  # not created / header not written yet
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: no exit record after {timeout:.0f} s; is the run still open?")
+        time.sleep(0.1)
 
 
 def _flat_key(item: Any) -> str:
