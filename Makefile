@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the demo trains from scratch: no weight downloads, even for a user who is online
 demo: $(STAMP)
-	$(PY) train.py experiment=demo
+	HF_HUB_OFFLINE=1 $(PY) train.py experiment=demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -13,7 +13,13 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from sklearn.metrics import balanced_accuracy_score
 
-from helpers.wandb_records import read_history
+from helpers.wandb_records import (
+    read_config,
+    read_history,
+    read_metric_definitions,
+    read_summary,
+    wait_until_closed,
+)
 from stainfree.data.jimt.synthetic import generate_dataset
 from stainfree.models.checkpoint import read_checkpoint_meta
 from stainfree.tasks.train import format_run_summary, optimized_value, train
@@ -107,11 +113,22 @@ def test_train_logs_metrics_checkpoints_and_wandb_offline(tiny_manifest: Path, c
     # W&B ran offline and its run file holds the stage/metric keys
     run_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1
+    wait_until_closed(run_files[0])
     logged = set().union(*read_history(run_files[0]))
     assert {"train/loss", "val/bal_acc", "val/auroc", "test/bal_acc", "test/auroc"} <= logged
     # the eval figures went to W&B as images too
     assert {"test/roc/_type", "test/confusion_matrix/_type", "test/gradcam_confident/_type"} <= logged
-    assert (run / "csv" / "metrics.csv").is_file()
+    # ... and what the dashboard compares runs by: best validation score as max, test metrics
+    # as final values, time and speed, the interactive panels
+    assert read_metric_definitions(run_files[0])["val/bal_acc_best"]["summary"] == ["max"]
+    summary = read_summary(run_files[0])
+    assert summary["val/bal_acc_best"] == {"max": pytest.approx(metrics["val/bal_acc_best"])}
+    assert summary["test/bal_acc"] == pytest.approx(metrics["test/bal_acc"])
+    assert summary["train/time_s"] > 0 and summary["train/images_per_s"] > 0
+    charts = read_config(run_files[0])["_wandb"]["visualize"]
+    assert {"test/roc_curve", "test/pr_curve", "test/confusion_chart"} <= set(charts)
+    assert summary["test/predictions"]["nrows"] == len(target)  # fewer test patches than the cap
+    assert "train/images_per_s" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_failing_job_in_multirun_does_not_raise(tiny_manifest: Path, compose_cfg) -> None:

@@ -1,4 +1,4 @@
-"""Atomic writes never leave partial files; offline environment never prompts or downloads."""
+"""Atomic writes never leave partial files; the environment never prompts, and tests/demo never download."""
 from __future__ import annotations
 
 import os
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from stainfree.utils.atomic import atomic_dir, atomic_path, atomic_write_text, unique_path
-from stainfree.utils.env import configure_offline_environment, wandb_has_credentials
+from stainfree.utils.env import configure_offline_environment, force_offline_downloads, wandb_has_credentials
 
 
 def test_atomic_path_keeps_old_file_when_writer_fails(tmp_path: Path) -> None:
@@ -57,8 +58,14 @@ def test_offline_environment_without_wandb_key(tmp_path: Path, monkeypatch: pyte
     assert not wandb_has_credentials()
     configure_offline_environment()
     assert os.environ["WANDB_MODE"] == "offline"
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert os.environ["NO_ALBUMENTATIONS_UPDATE"] == "1"
+    # weight downloads stay on for users (timm/torchvision fetch into their cache) ...
+    assert "HF_HUB_OFFLINE" not in os.environ
+    # ... and the tests and the demo switch them off, whatever the user set
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    force_offline_downloads()
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert "HF_HUB_OFFLINE=1 $(PY) train.py experiment=demo" in (ROOT / "Makefile").read_text()  # make demo
 
 
 def test_wandb_key_keeps_online_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

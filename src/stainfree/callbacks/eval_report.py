@@ -24,11 +24,13 @@ class EvalReport(pl.Callback):
     ``default_root_dir``. A second test pass writes ``eval_1/`` and so on: nothing is overwritten.
     """
 
-    def __init__(self, out_subdir: str = "eval", output_dir: str | None = None, tsne_max_points: int = 2000) -> None:
+    def __init__(self, out_subdir: str = "eval", output_dir: str | None = None, tsne_max_points: int = 2000,
+                 wandb_table_rows: int = 500) -> None:
         super().__init__()
         self.out_subdir = out_subdir
         self.output_dir = output_dir
         self.tsne_max_points = tsne_max_points
+        self.wandb_table_rows = wandb_table_rows  # W&B predictions table cap (0: no table)
         self.last_metrics: dict[str, Any] | None = None
 
     def report_dir(self, trainer: pl.Trainer) -> Path:
@@ -46,4 +48,5 @@ class EvalReport(pl.Callback):
         self.last_metrics = write_report(
             pl_module, datamodule, self.report_dir(trainer), stage="test",
             logger=trainer.loggers, tsne_max_points=self.tsne_max_points,
+            wandb_table_rows=self.wandb_table_rows,
         )

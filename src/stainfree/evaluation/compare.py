@@ -21,9 +21,7 @@ from stainfree.evaluation import plots
 from stainfree.utils.atomic import atomic_path, atomic_write_text, unique_path
 from stainfree.utils.cli import run_cli
 from stainfree.utils.errors import MissingPathError, UserError
-
-# Overrides that name where things go, not what was trained: left out of a run's display name.
-_NOISE = re.compile(r"^(\+{0,2})(paths|hydra|logger|trainer\.devices|trainer\.accelerator|ckpt_path)[.=]")
+from stainfree.utils.overrides import describing_overrides, distinct_overrides, shared_overrides
 
 
 class NoRunsFound(MissingPathError):
@@ -63,7 +61,7 @@ def run_name(job_dir: Path, root: Path) -> str:
     """Hydra overrides that define the job (``model=resnet18 data.x=1``), else its folder name."""
     overrides = _read_yaml(job_dir / ".hydra" / "overrides.yaml")
     if isinstance(overrides, list):
-        kept = [str(o) for o in overrides if not _NOISE.match(str(o))]
+        kept = describing_overrides(overrides)
         if kept:
             return " ".join(kept)
     rel = job_dir.relative_to(root) if job_dir != root else Path(job_dir.name)
@@ -72,14 +70,10 @@ def run_name(job_dir: Path, root: Path) -> str:
 
 def _drop_shared_overrides(runs: list[RunResult]) -> None:
     """Name each run by the overrides that differ between runs (``-m model=a,b`` -> ``model=a``)."""
-    if len(runs) < 2:
-        return
     split = [r.name.split(" ") for r in runs]
-    shared = set(split[0]).intersection(*split[1:])
+    shared = shared_overrides(split)
     for run, parts in zip(runs, split):
-        distinct = [p for p in parts if p not in shared]
-        if distinct:
-            run.name = " ".join(distinct)
+        run.name = " ".join(distinct_overrides(parts, shared))
 
 
 def find_runs(root: str | Path) -> list[RunResult]:

@@ -22,6 +22,7 @@ from stainfree.evaluation.calibration_report import calibrated_columns, calibrat
 from stainfree.evaluation.gradcam import find_gradcam_layer, gradcam
 from stainfree.evaluation.metrics import compute_metrics, flat_metrics
 from stainfree.evaluation.tsne import subsample_indices, tsne_embed
+from stainfree.evaluation.wandb_panels import TABLE_ROWS, log_wandb_panels
 from stainfree.utils.atomic import atomic_path, atomic_write_text, unique_path
 from stainfree.utils.errors import UserError
 from stainfree.utils.pylogger import get_logger
@@ -245,11 +246,13 @@ def write_report(
     logger: Any = None,
     tsne_max_points: int = TSNE_MAX_POINTS,
     seed: int = 0,
+    wandb_table_rows: int = TABLE_ROWS,
 ) -> dict[str, Any]:
     """Write metrics.json/.csv, predictions.csv and all PNGs for ``stage`` into ``out_dir``.
 
     Returns the metrics dict (with ``report_dir`` and ``files`` added). Images go to every logger
-    that has ``log_image`` (W&B) under ``<stage>/<figure name>``.
+    that has ``log_image`` (W&B) under ``<stage>/<figure name>``; W&B runs also get the interactive
+    panels of ``wandb_panels`` (predictions table capped at ``wandb_table_rows``).
     """
     start = time.time()
     out_dir = _free_dir(Path(out_dir))
@@ -312,6 +315,9 @@ def write_report(
     metrics["files"]["metrics_json"] = str(out_dir / "metrics.json")
     atomic_write_text(out_dir / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
     _log_to_loggers(logger, stage, metrics, figures)
+    log_wandb_panels(_loggers(logger), stage, table, class_names,
+                     lambda rows: fetch_images(datamodule, stage, rows),
+                     getattr(module, "run_metadata", None), wandb_table_rows)
     log.info(
         "%s report in %s (%.0f s): bal_acc %.4f [%.4f, %.4f], AUROC %.4f",
         stage, out_dir, time.time() - start, metrics["bal_acc"],

@@ -1,12 +1,10 @@
 """One factory for every backbone: any timm model name, plus torchvision's SqueezeNet.
 
-Pretrained weights are only ever read from disk (the timm/Hugging Face cache, the torch hub
-cache, or an explicit file): a lab machine or CI without network must fail fast with a fix,
-not hang on a download.
+Pretrained weights come through the libraries' own downloads into the user's cache, or from a
+file (``pretrained_path``); ``stainfree.models.pretrained`` says which and fails in one line.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import timm
@@ -14,13 +12,17 @@ import torch
 import torchvision
 from torch import nn
 
+from stainfree.models.pretrained import (
+    PretrainedWeightsUnavailable,
+    create_pretrained_timm,
+    load_state_dict,
+    squeezenet_state_dict,
+)
 from stainfree.utils.errors import UserError
 
 SQUEEZENET_NAMES = ("squeezenet", "squeezenet1_1")
 
-
-class PretrainedWeightsUnavailable(UserError):
-    """Pretrained weights were asked for but no local copy exists."""
+__all__ = ["PretrainedWeightsUnavailable", "SqueezeNetClassifier", "build_backbone"]
 
 
 def build_backbone(
@@ -30,17 +32,19 @@ def build_backbone(
     pretrained: bool = False,
     pretrained_path: str | None = None,
     drop_rate: float = 0.0,
+    config_key: str = "model.backbone",
 ) -> nn.Module:
     """Build a classifier network exposing timm's interface.
 
     ``num_classes=0`` returns a pooled-feature extractor (used by the SVM empty-patch filter).
-    ``pretrained_path`` implies ``pretrained``.
+    ``pretrained_path`` implies ``pretrained``. ``config_key`` is where these options live in the
+    config (``data.empty_filter`` for the filter), for the error messages.
     """
     if pretrained_path:
         path = Path(pretrained_path).expanduser()
         if not path.is_file():
             raise PretrainedWeightsUnavailable(
-                f"model.pretrained_path={pretrained_path} does not exist; point it at a .pth/.safetensors file"
+                f"{config_key}.pretrained_path={pretrained_path} does not exist; point it at a .pth/.safetensors file"
             )
         pretrained_path = str(path)
     if name in SQUEEZENET_NAMES:
@@ -50,39 +54,16 @@ def build_backbone(
             drop_rate=drop_rate,
             pretrained=pretrained or bool(pretrained_path),
             pretrained_path=pretrained_path,
+            config_key=config_key,
         )
     if name not in timm.list_models() and name.split(".")[0] not in timm.list_models():
         raise UserError(f"unknown backbone '{name}': use a timm model name (timm.list_models()) or 'squeezenet'")
     kwargs: dict = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-    if pretrained or pretrained_path:
-        weights_file = pretrained_path or _cached_timm_weights(name)
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=weights_file))
+    if pretrained_path:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=pretrained_path), **kwargs)
+    if pretrained:
+        return create_pretrained_timm(name, config_key, **kwargs)
     return timm.create_model(name, **kwargs)
-
-
-def _cached_timm_weights(name: str) -> str:
-    """Path of the locally cached pretrained weights for a timm model, or a one-line error."""
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None:
-        raise PretrainedWeightsUnavailable(f"timm has no pretrained weights for '{name}'; set model.pretrained=false")
-    candidates: list[Path] = []
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        for filename in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
-            hit = try_to_load_from_cache(cfg.hf_hub_id, filename)
-            if isinstance(hit, str):
-                candidates.append(Path(hit))
-    if cfg.url:
-        candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url))
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate)
-    raise PretrainedWeightsUnavailable(
-        f"no local pretrained weights for '{name}' (looked in the Hugging Face and torch hub caches); "
-        f"download them once on a machine with network, or pass model.backbone.pretrained_path=<file>, "
-        f"or set model.backbone.pretrained=false"
-    )
 
 
 class SqueezeNetClassifier(nn.Module):
@@ -102,11 +83,14 @@ class SqueezeNetClassifier(nn.Module):
         drop_rate: float = 0.5,
         pretrained: bool = False,
         pretrained_path: str | None = None,
+        config_key: str = "model.backbone",
     ) -> None:
         super().__init__()
         base = torchvision.models.squeezenet1_1(weights=None)
         if pretrained:
-            base.features.load_state_dict(_squeezenet_features(pretrained_path or _cached_squeezenet_weights()))
+            state = load_state_dict(pretrained_path) if pretrained_path else squeezenet_state_dict(config_key)
+            source = pretrained_path or "torchvision's weights"
+            base.features.load_state_dict(_squeezenet_features(state, source, config_key))
         if in_chans != 3:
             base.features[0] = _adapt_first_conv(base.features[0], in_chans)
         self.features = base.features
@@ -130,37 +114,16 @@ class SqueezeNetClassifier(nn.Module):
         return self.head
 
 
-def _cached_squeezenet_weights() -> str:
-    url = torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    if not path.is_file():
-        raise PretrainedWeightsUnavailable(
-            f"no local SqueezeNet weights at {path}; copy squeezenet1_1 weights there, pass "
-            f"model.backbone.pretrained_path=<file>, or set model.backbone.pretrained=false"
-        )
-    return str(path)
-
-
-def _squeezenet_features(path: str) -> dict:
-    """The ``features.*`` weights of a SqueezeNet 1.1 file: torchvision's own (``classifier.1.*``
+def _squeezenet_features(state: dict, source: str, config_key: str) -> dict:
+    """The ``features.*`` weights of a SqueezeNet 1.1 state dict: torchvision's own (``classifier.1.*``
     head) or one saved from this class (``head.*``); the head is re-made for the new classes."""
-    state = _load_state_dict(path)
     features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     if not features:
         raise PretrainedWeightsUnavailable(
-            f"{path} holds no SqueezeNet 'features.*' weights; pass a squeezenet1_1 state dict "
-            f"(torchvision's squeezenet1_1-b8a52dc0.pth) as model.backbone.pretrained_path"
+            f"{source} holds no SqueezeNet 'features.*' weights; pass a squeezenet1_1 state dict "
+            f"(torchvision's squeezenet1_1-b8a52dc0.pth) as {config_key}.pretrained_path"
         )
     return features
-
-
-def _load_state_dict(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
 def _adapt_first_conv(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:

@@ -27,6 +27,7 @@ from stainfree.utils.errors import UserError
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
+from stainfree.utils.wandb_identity import join_evaluated_run
 
 log = get_logger(__name__)
 
@@ -108,6 +109,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     meta = read_checkpoint_meta(cfg.get("ckpt_path"))
     user_data = merge_run_config(cfg, meta)
+    join_evaluated_run(cfg, meta)  # W&B: same group as the evaluated run, job_type eval
     if cfg.get("extras", {}).get("print_config"):
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     check_config_values(cfg)
@@ -120,7 +122,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model = LiveDeadClassifier.from_checkpoint(meta)
 
     artifacts = EvalReport(out_subdir=cfg.get("report_subdir", "eval"), output_dir=cfg.paths.output_dir,
-                           tsne_max_points=int(cfg.get("tsne_max_points", 2000)))
+                           tsne_max_points=int(cfg.get("tsne_max_points", 2000)),
+                           wandb_table_rows=int(cfg.get("wandb_table_rows", 500)))
     callbacks = [artifacts] + instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -23,6 +23,7 @@ from stainfree.utils.cli import task_main
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
+from stainfree.utils.wandb_identity import apply_sweep_identity
 
 log = get_logger(__name__)
 
@@ -116,6 +117,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg)
     # a checkpoint train.py did not write is refused here, before any work starts
     _resume_wandb(cfg, read_checkpoint_meta(ckpt_path) if ckpt_path else None)
+    apply_sweep_identity(cfg)  # W&B: a sweep's jobs share a group, named by what differs
 
     log.info("data <%s>", cfg.data._target_)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)

@@ -1,7 +1,9 @@
-"""Process-wide settings that keep every entry point offline-safe and quiet.
+"""Process-wide settings that keep every entry point quiet and safe without a network.
 
-Called first thing by train/eval/predict: nothing may reach for the network (weights, update
-checks, W&B login prompts) on a lab workstation or in CI.
+Called first thing by train/eval/predict: nothing prompts (W&B logs offline without an API key)
+and nothing phones home for update checks. Pretrained weights are the one download: timm and
+torchvision fetch them into the user's cache when the network is there, and Hugging Face's own
+``HF_HUB_OFFLINE=1`` (``force_offline_downloads``: the tests, ``make demo``) turns that off.
 """
 from __future__ import annotations
 
@@ -22,9 +24,22 @@ def wandb_has_credentials() -> bool:
 
 
 def configure_offline_environment() -> None:
-    """Set env vars so no library downloads, phones home or prompts; user settings win."""
+    """Set env vars so no library phones home or prompts; user settings win.
+
+    Weight downloads stay on (see the module docstring); must run before huggingface_hub is
+    imported, which reads ``HF_HUB_OFFLINE`` once.
+    """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_SILENT", "true")
     if not wandb_has_credentials():
         os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def force_offline_downloads() -> None:
+    """No weight downloads at all, whatever the user's settings (tests, the demo).
+
+    ``HF_HUB_OFFLINE`` is Hugging Face's own switch (timm obeys it through the hub); the backbone
+    factory applies the same switch to torchvision's and timm's plain-URL weights. Call it before
+    huggingface_hub is imported.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"

@@ -105,7 +105,7 @@ def build_feature_backbone(cfg: dict[str, Any]) -> Any:
     from stainfree.models.backbones import build_backbone  # heavy import: only for the svm method
 
     net = build_backbone(cfg["backbone"], num_classes=0, in_chans=3, pretrained=cfg["pretrained"],
-                         pretrained_path=cfg.get("pretrained_path"))
+                         pretrained_path=cfg.get("pretrained_path"), config_key="data.empty_filter")
     return net.eval()
 
 
