@@ -23,13 +23,14 @@ from omegaconf import DictConfig  # noqa: E402
 
 from stainfree.evaluation.evaluate import CheckpointMismatchError, evaluate  # noqa: E402
 from stainfree.evaluation.report import ReportError  # noqa: E402
+from stainfree.utils.runtime import RuntimeSettingError  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics, objects = evaluate(cfg)
-    except (FileNotFoundError, CheckpointMismatchError, ReportError) as exc:
+    except (FileNotFoundError, CheckpointMismatchError, ReportError, RuntimeSettingError) as exc:
         # A wrong path or a checkpoint/config mismatch: the message says what to do; no traceback.
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -25,9 +25,12 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     from stainfree.inference.platemap import PlateMapError
-    from stainfree.inference.predictor import PredictError, predict
+    from stainfree.inference.predictor import PredictError, predict, resolve_device
+    from stainfree.utils import runtime
 
     try:
+        chosen = runtime.configure(cfg.get("runtime"), resolve_device(str(cfg.device)).type,
+                                   data_workers=cfg.get("num_workers"))
         summary = predict(
             ckpt_path=cfg.ckpt_path,
             input=cfg.input,
@@ -35,7 +38,7 @@ def main(cfg: DictConfig) -> None:
             plate_map=cfg.get("plate_map"),
             batch_size=int(cfg.batch_size),
             device=str(cfg.device),
-            num_workers=int(cfg.num_workers),
+            num_workers=chosen.workers,
             positive_class=cfg.get("positive_class"),
             overlays=bool(cfg.overlays),
             precision=str(cfg.precision),
@@ -43,7 +46,7 @@ def main(cfg: DictConfig) -> None:
             seed=int(cfg.seed),
             progress=bool(cfg.progress),
         )
-    except (PredictError, PlateMapError) as exc:
+    except (PredictError, PlateMapError, runtime.RuntimeSettingError) as exc:
         # a user-facing problem: one clear line and a non-zero exit, not a traceback
         print(f"predict: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import CSVLogger
 
+from stainfree.utils import runtime
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
@@ -106,8 +107,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg)
     _resume_wandb(cfg, ckpt_path)
 
+    # threads and loader workers together, before anything starts a thread pool
+    chosen = runtime.configure(cfg.get("runtime"), *runtime.trainer_placement(cfg.trainer),
+                               data_workers=cfg.data.get("num_workers"))
     log.info("data <%s>", cfg.data._target_)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, **runtime.loader_kwargs(cfg.data, chosen))
     log.info("model <%s> backbone=%s", cfg.model._target_, cfg.model.backbone.name)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -115,7 +119,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     resolved = resolved_config(cfg)
-    model.run_metadata = dict(config=resolved, wandb_id=_wandb_id(trainer))
+    model.run_metadata = dict(config=resolved, wandb_id=_wandb_id(trainer), runtime=chosen.as_dict())
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
 

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stainfree.callbacks.test_artifacts import TestArtifacts
+from stainfree.utils import runtime
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
 from stainfree.utils.task_wrapper import task_wrapper
@@ -123,7 +124,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.get("extras", {}).get("print_config"):
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     log.info("data <%s> (%s)", cfg.data._target_, "from config" if user_data else "from the checkpoint's run config")
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    chosen = runtime.configure(cfg.get("runtime"), *runtime.trainer_placement(cfg.trainer),
+                               data_workers=cfg.data.get("num_workers"))
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, **runtime.loader_kwargs(cfg.data, chosen))
     if user_data:
         check_compatible(cfg, meta, datamodule)
     model = LiveDeadClassifier.from_checkpoint(meta["path"])

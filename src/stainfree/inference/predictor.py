@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from stainfree.data.imageio import list_images, read_image
 from stainfree.inference.tiling import Tiles, build_tiler
 from stainfree.inference.writers import write_csv, write_json
+from stainfree.utils import runtime
 from stainfree.utils.atomic import unique_path
 
 
@@ -179,7 +180,7 @@ def _classify(model: torch.nn.Module, patches: np.ndarray, device: torch.device,
 def _iter_frames(dataset: _FrameDataset, num_workers: int) -> Iterator[dict[str, Any]]:
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                         collate_fn=lambda item: item, prefetch_factor=2 if num_workers else None,
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=runtime.worker_init)
     yield from loader
 
 

@@ -26,6 +26,7 @@ from stainfree.data.celldeath.tiling import TileSpec, build_tiles, tile_boxes
 from stainfree.data.celldeath.transforms import TLMAugment
 from stainfree.data.samplers import (EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights,
                                      drop_lone_last_batch)
+from stainfree.utils import runtime
 from stainfree.utils.atomic import atomic_path, unique_path
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class CellDeathDataModule(pl.LightningDataModule):
         on_unlabelled: str = "error",
         batch_size: int = 16,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         pin_memory: bool = False,
         weighted_sampler: bool = False,
         augment: bool = True,
@@ -111,7 +112,8 @@ class CellDeathDataModule(pl.LightningDataModule):
         self.on_unlabelled = on_unlabelled
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        # None: the runtime rule (stainfree.utils.runtime); train/eval pass the value they chose
+        self.num_workers = runtime.default_workers() if num_workers is None else int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.weighted_sampler = bool(weighted_sampler)
         self.augment = TLMAugment(**(_plain(augment_params) or {})) if augment else None
@@ -242,7 +244,8 @@ class CellDeathDataModule(pl.LightningDataModule):
         drop_last = train and drop_lone_last_batch(len(sampler), self.batch_size)
         return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size,
                           sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, drop_last=drop_last, persistent_workers=self.num_workers > 0)
+                          pin_memory=self.pin_memory, drop_last=drop_last, persistent_workers=self.num_workers > 0,
+                          worker_init_fn=runtime.worker_init)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

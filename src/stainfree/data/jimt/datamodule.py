@@ -19,6 +19,7 @@ from stainfree.data.jimt.labels import CLASS_NAMES
 from stainfree.data.jimt.manifest import load_manifest
 from stainfree.data.samplers import (EpochRandomSampler, EpochWeightedRandomSampler, class_balanced_weights,
                                      drop_lone_last_batch)
+from stainfree.utils import runtime
 
 _STAGE_SPLIT = {"fit": "train", "train": "train", "validate": "val", "val": "val",
                 "test": "test", "predict": "test"}
@@ -46,7 +47,7 @@ class JimtDataModule(pl.LightningDataModule):
     def __init__(self, manifest: str | Path, dataset: str = "notreat", cache_dir: str | Path = "data/cache/jimt",
                  synthetic: dict | None = None, bf_to8bit: dict | None = None, window: int = 224,
                  stride: int = 224, empty_filter: dict | None = None, labels: dict | None = None,
-                 split: dict | None = None, input_size: int = 224, batch_size: int = 4, num_workers: int = 0,
+                 split: dict | None = None, input_size: int = 224, batch_size: int = 4, num_workers: int | None = None,
                  pin_memory: bool = False, persistent_workers: bool = False, augment: bool = True,
                  weighted_sampler: bool = True, samples_per_epoch: int | None = None, seed: int = 0,
                  num_classes: int = 2) -> None:
@@ -62,7 +63,8 @@ class JimtDataModule(pl.LightningDataModule):
             _plain(bf_to8bit), window, stride, _plain(empty_filter), _plain(labels), _plain(split))
         self.input_size = int(input_size)
         self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        # None: the runtime rule (stainfree.utils.runtime); train/eval pass the value they chose
+        self.num_workers = runtime.default_workers() if num_workers is None else int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.augment = bool(augment)
@@ -156,7 +158,8 @@ class JimtDataModule(pl.LightningDataModule):
 
     def _loader(self, ds: JimtPatchDataset, **kw: Any) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, **kw)
+                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+                          worker_init_fn=runtime.worker_init, **kw)
 
     def train_dataloader(self) -> DataLoader:
         ds = self._dataset("train", augment=self.augment)
