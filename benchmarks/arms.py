@@ -87,8 +87,12 @@ def _classifier(name: str, input_size: int, channels_last: bool, compile: bool):
     )
 
 
-def bare_step_arm(setup: Setup, name: str, threads: int) -> Arm:
-    """(a) forward + loss + backward + Adam on uint8 tensors already on the device: the ceiling."""
+def bare_step_arm(setup: Setup, name: str, threads: int | None = None) -> Arm:
+    """(a) forward + loss + backward + Adam on uint8 tensors already on the device: the ceiling.
+
+    ``threads`` None: what the runtime rule gives a step with no loader (every free core), chosen
+    again each repetition, like (b)'s, so (b)/(a) compares the same thread count.
+    """
     size = setup.input_size[name]
     model = _classifier(name, size, channels_last=setup.gpu, compile=setup.compile)
     model.setup("fit")  # applies channels_last / compile exactly as in training
@@ -109,12 +113,17 @@ def bare_step_arm(setup: Setup, name: str, threads: int) -> Arm:
         opt.step()
         return setup.batch_size
 
+    arm = Arm(f"{name} (a) bare step", "img/s", lambda: (0, 0.0),
+              dict(backbone=name, input_size=size, batch_size=setup.batch_size, workers=0))
+
     def run() -> tuple[int, float]:
-        torch.set_num_threads(threads)  # every core to the step: no loader to feed
+        n = threads or runtime.choose(runtime.usable_cores()[0], "cpu", workers=0).threads
+        torch.set_num_threads(n)
+        arm.settings["threads"] = n
         return run_for(step, setup.seconds, setup.warmup, setup.sync)
 
-    return Arm(f"{name} (a) bare step", "img/s", run, dict(backbone=name, input_size=size,
-                                                          batch_size=setup.batch_size, threads=threads, workers=0))
+    arm.run = run
+    return arm
 
 
 # ---- (b) the train.py path -------------------------------------------------------------------
@@ -275,29 +284,30 @@ def write_frames(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def predict_arm(setup: Setup, checkpoint: Path, frames: Path, chosen: runtime.Runtime) -> Arm:
-    """Raw frames/s of the whole predict() (reading, tiling, inference, CSVs; overlays off)."""
+def predict_arm(setup: Setup, checkpoint: Path, frames: Path) -> Arm:
+    """Raw frames/s of the whole predict() (reading, tiling, inference, CSVs; overlays off), runtime as predict.py."""
     from stainfree.inference.predictor import predict
 
     calls = itertools.count()
-    kw = dict(device=str(setup.device), batch_size=setup.batch_size, num_workers=chosen.workers, overlays=False,
-              progress=False)
+    arm = Arm("predict", "frames/s", lambda: (0, 0.0), dict(batch_size=setup.batch_size))
 
-    def once() -> tuple[int, float]:
-        summary = predict(checkpoint, frames, setup.work / "predict" / str(next(calls)), **kw)
+    def once(workers: int) -> tuple[int, float]:
+        summary = predict(checkpoint, frames, setup.work / "predict" / str(next(calls)), device=str(setup.device),
+                          batch_size=setup.batch_size, num_workers=workers, overlays=False, progress=False)
         return summary.n_ok, summary.loop_seconds
 
     def run() -> tuple[int, float]:
-        runtime.apply(chosen)
-        once()  # warm-up: model load, first-call allocations
+        chosen = runtime.configure({}, setup.device.type)
+        arm.settings.update(threads=chosen.threads, workers=chosen.workers)
+        once(chosen.workers)  # warm-up: model load, first-call allocations
         count, seconds = 0, 0.0
         while seconds < setup.seconds:
-            n, s = once()
+            n, s = once(chosen.workers)
             count, seconds = count + n, seconds + s
         return count, seconds
 
-    return Arm("predict", "frames/s", run, dict(threads=chosen.threads, workers=chosen.workers,
-                                                batch_size=setup.batch_size))
+    arm.run = run
+    return arm
 
 
 def preprocess_arm(setup: Setup, paths: list[Path], preprocess: dict[str, Any]) -> Arm:

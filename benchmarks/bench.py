@@ -8,7 +8,7 @@
   loader   patches/s of the train loader alone (store + augmentation + sampler, no model) for
            0, 1, 2, 4, ... workers at the GPU input sizes: how many workers a given GPU needs;
   predict  raw frames/s through predict(), and CPU preprocessing raw frames/s on one core;
-  grid     (--grid) (b) for torch threads x loader workers, the rule's default marked.
+  grid     (--grid) (b) at the runtime rule's choice and for torch threads x loader workers.
 Every arm is repeated (--repeats, >= 3 by default) in turns (a/b/a/b...), each repetition runs
 for --seconds (20 s on CPU, 10 s on GPU) after a warm-up; the tables give median (min-max), the
 1-min load average around the repetitions, and a warning when (max-min)/median exceeds 10%.
@@ -22,6 +22,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def powers_of_two_upto(n: int) -> list[int]:
 def run_step_block(setup: bench_arms.Setup, repeats: int, cores: int) -> list[tuple[Arm, Arm]]:
     pairs = []
     for name in setup.input_size:
-        pair = (bench_arms.bare_step_arm(setup, name, threads=cores), bench_arms.train_path_arm(setup, name))
+        pair = (bench_arms.bare_step_arm(setup, name), bench_arms.train_path_arm(setup, name))
         run_interleaved(pair, repeats)
         pairs.append(pair)
     return pairs
@@ -126,7 +127,7 @@ def run_loader_block(setup: bench_arms.Setup, repeats: int, args: argparse.Names
     return loaders
 
 
-def run_predict_block(setup: bench_arms.Setup, repeats: int, default: runtime.Runtime) -> list[Arm]:
+def run_predict_block(setup: bench_arms.Setup, repeats: int) -> list[Arm]:
     name = next(iter(setup.input_size))
     if name not in setup.checkpoints:  # predict without the step block: a short fit makes the checkpoint
         setup.checkpoints[name] = setup.work / f"train_{name}" / "bench.ckpt"
@@ -137,7 +138,7 @@ def run_predict_block(setup: bench_arms.Setup, repeats: int, default: runtime.Ru
         print(f"[bench] {ckpt} stores no preprocess settings: predict/preprocessing skipped", flush=True)
         return []
     paths = bench_arms.write_frames(setup.work / "frames", setup.frames)
-    arms = [bench_arms.predict_arm(setup, ckpt, setup.work / "frames", default),
+    arms = [bench_arms.predict_arm(setup, ckpt, setup.work / "frames"),
             bench_arms.preprocess_arm(setup, paths, meta["preprocess"])]
     arms[0].name = f"predict ({name}, {setup.frames} frames 1344x1024 16-bit)"
     run_interleaved(arms, repeats)
@@ -148,8 +149,10 @@ def run_grid_block(setup: bench_arms.Setup, repeats: int, args: argparse.Namespa
     name = next(iter(setup.input_size))
     threads = args.grid_threads or sorted({1, max(1, cores // 2), cores})
     workers = args.grid_workers if args.grid_workers is not None else [w for w in (0, 1, 2) if w <= cores]
-    arms = [bench_arms.train_path_arm(setup, name, threads=t, workers=w, label=f"(b) {t} threads, {w} workers")
-            for t in threads for w in workers]
+    # the rule's own arm: it chooses again each repetition, as train.py does at each start
+    arms = [bench_arms.train_path_arm(setup, name, label="(b) runtime rule")]
+    arms += [bench_arms.train_path_arm(setup, name, threads=t, workers=w, label=f"(b) {t} threads, {w} workers")
+             for t in threads for w in workers]
     run_interleaved(arms, repeats)
     return arms
 
@@ -166,8 +169,7 @@ def all_arms(blocks: dict[str, list]) -> list[Arm]:
             for a in (item if key == "step" else (item,))]
 
 
-def compose_report(header: str, blocks: dict[str, list], default: runtime.Runtime, cores: int,
-                   rates: list[report.StepRate]) -> str:
+def compose_report(header: str, blocks: dict[str, list], cores: int, rates: list[report.StepRate]) -> str:
     parts = [header]
     if blocks.get("step"):
         parts.append(report.step_table(blocks["step"]))
@@ -177,7 +179,7 @@ def compose_report(header: str, blocks: dict[str, list], default: runtime.Runtim
     if blocks.get("predict"):
         parts.append(report.pipeline_table(blocks["predict"]))
     if blocks.get("grid"):
-        parts.append(report.grid_table(blocks["grid"], (default.threads, default.workers)))
+        parts.append(report.grid_table(blocks["grid"]))
     warnings = report.spread_warnings(all_arms(blocks))
     if warnings:
         parts.append("\n".join(warnings))
@@ -203,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     cores = runtime.available_cores()
-    default = runtime.choose(cores, device.type)
+    free, busy = runtime.usable_cores()
+    default = replace(runtime.choose(free, device.type), busy=busy)
     runtime.apply(default)  # inter-op threads can be set once per process: here, before any work
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -221,17 +224,18 @@ def main(argv: list[str] | None = None) -> int:
         if "loader" in chosen:
             blocks["loader"] = run_loader_block(setup, repeats, args, cores)
         if "predict" in chosen:
-            blocks["predict"] = run_predict_block(setup, repeats, default)
+            blocks["predict"] = run_predict_block(setup, repeats)
         if "grid" in chosen:
             blocks["grid"] = run_grid_block(setup, repeats, args, cores)
     sizes = sorted({a.settings["input_size"] for a in blocks.get("loader", [])})
     rates = step_rates(blocks, setup, args.step_img_s, sizes)
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {device_description(device, cores)}; torch "
               f"{torch.__version__}, compile={args.compile}; {repeats} interleaved repetitions of "
-              f"{setup.seconds:g} s per arm after {setup.warmup} warm-up steps; runtime rule: "
-              f"{default.threads} torch threads, {default.workers} loader workers; median (min-max); "
+              f"{setup.seconds:g} s per arm after {setup.warmup} warm-up steps; runtime rule at start: "
+              f"{default.threads} torch threads, {default.workers} loader workers ({busy or 0:.1f} cores busy "
+              f"with other jobs); median (min-max); "
               f"load = 1-min load average before/after; bench wall time {time.perf_counter() - started:.0f} s.")
-    text = compose_report(header, blocks, default, cores, rates)
+    text = compose_report(header, blocks, cores, rates)
     print("\n" + text)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     payload = dict(device=device_description(device, cores), torch=torch.__version__, compile=args.compile,

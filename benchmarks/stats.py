@@ -28,12 +28,13 @@ def load_average() -> float:
 
 @dataclass
 class Repetition:
-    """One timed window of an arm: ``count`` items in ``seconds``, with the load around it."""
+    """One timed window of an arm: ``count`` items in ``seconds``, the load around it, the settings it ran with."""
 
     count: int
     seconds: float
     load_before: float
     load_after: float
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -96,7 +97,13 @@ class Arm:
     def as_dict(self) -> dict[str, Any]:
         return dict(name=self.name, unit=self.unit, settings=self.settings, summary=self.summary.as_dict(),
                     repetitions=[dict(count=r.count, seconds=r.seconds, rate=r.rate, load_before=r.load_before,
-                                      load_after=r.load_after) for r in self.reps])
+                                      load_after=r.load_after, settings=r.settings) for r in self.reps])
+
+    def setting(self, key: str) -> str:
+        """A setting as run: ``2``, or ``1-2`` when the runtime rule chose differently between repetitions."""
+        seen = sorted({r.settings[key] for r in self.reps if key in r.settings} or
+                      ({self.settings[key]} if key in self.settings else set()))
+        return "-".join(str(v) for v in (seen[0], seen[-1])) if len(seen) > 1 else (str(seen[0]) if seen else "?")
 
 
 def paired_ratio(numerator: Arm, denominator: Arm) -> Summary:
@@ -112,7 +119,7 @@ def run_interleaved(arms: Sequence[Arm], repeats: int, say: Callable[[str], None
         for arm in arms:
             before = load_average()
             count, seconds = arm.run()
-            arm.reps.append(Repetition(int(count), float(seconds), before, load_average()))
+            arm.reps.append(Repetition(int(count), float(seconds), before, load_average(), dict(arm.settings)))
             last = arm.reps[-1]
             say(f"[bench] {arm.name}  {rep + 1}/{repeats}: {last.rate:.1f} {arm.unit} in {last.seconds:.1f} s "
                 f"(load {last.load_before:.2f} -> {last.load_after:.2f})")

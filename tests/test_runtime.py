@@ -55,6 +55,34 @@ def test_bad_values_name_the_option(option: str, kwargs: dict) -> None:
         choose(**{"cores": 2, **kwargs})
 
 
+STAT = """cpu  300 0 100 500 20 0 0 0 0 0
+cpu0 100 0 50 250 10 0 0 0 0 0
+cpu1 200 0 50 250 10 0 0 0 0 0
+cpu2 0 0 0 1000 0 0 0 0 0 0
+intr 12345
+"""
+
+
+def test_cpu_jiffies_counts_busy_ticks_of_our_cpus_only() -> None:
+    assert runtime.cpu_jiffies(STAT, {0, 1}) == (400, 920)
+    assert runtime.cpu_jiffies(STAT, {2}) == (0, 1000)
+
+
+@pytest.mark.parametrize(("busy", "cores"), [(0.0, 2), (0.4, 2), (0.6, 1), (1.9, 1), (None, 2)])
+def test_usable_cores_leave_the_busy_ones(monkeypatch: pytest.MonkeyPatch, busy: float | None, cores: int) -> None:
+    monkeypatch.setattr(runtime, "available_cores", lambda: 2)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(runtime, "busy_cores", lambda seconds=0.3: busy)
+    assert runtime.usable_cores() == (cores, busy)
+    assert runtime.usable_cores(leave_busy_cores=False) == (2, None)
+    assert runtime.usable_cores(cores=8) == (8, None)  # runtime.cores is taken as given
+
+
+def test_busy_cores_samples_this_machine() -> None:
+    busy = runtime.busy_cores(0.05)
+    assert busy is None or 0.0 <= busy <= len(os.sched_getaffinity(0)) + 1e-6
+
+
 def test_trainer_placement() -> None:
     assert runtime.trainer_placement({"accelerator": "cpu", "devices": 1}) == ("cpu", 1)
     assert runtime.trainer_placement({"accelerator": "gpu", "devices": 2}) == ("gpu", 2)
@@ -63,13 +91,18 @@ def test_trainer_placement() -> None:
 
 
 def test_data_num_workers_wins_over_runtime_workers() -> None:
-    before = torch.get_num_threads()
+    before, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     try:
         assert runtime.configure({"workers": 1, "cores": 2}, "cpu", data_workers=0).workers == 0
         chosen = runtime.configure({"workers": 1, "cores": 2}, "cpu", data_workers=None)
         assert chosen.workers == 1 and torch.get_num_threads() == 1  # applied to this process
+        assert os.environ["OMP_NUM_THREADS"] == "1"  # and to the processes it starts
     finally:
         torch.set_num_threads(before)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
 
 
 def test_train_config_leaves_workers_to_the_runtime(tmp_path: Path) -> None:
@@ -85,7 +118,7 @@ class _ThreadCounts(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         import cv2
 
-        return torch.tensor([torch.get_num_threads(), cv2.getNumThreads(), int(os.environ.get("PL_SEED_WORKERS", 0))])
+        return torch.tensor([torch.get_num_threads(), cv2.getNumThreads()])
 
 
 def test_worker_init_gives_each_worker_one_core() -> None:
@@ -95,7 +128,7 @@ def test_worker_init_gives_each_worker_one_core() -> None:
     try:
         cv2.setNumThreads(2)  # what a worker would otherwise inherit from the main process
         loader = DataLoader(_ThreadCounts(), batch_size=None, num_workers=1, worker_init_fn=runtime.worker_init)
-        for torch_threads, cv2_threads, _ in loader:
+        for torch_threads, cv2_threads in loader:
             assert (int(torch_threads), int(cv2_threads)) == (1, 1)
     finally:
         cv2.setNumThreads(before)

@@ -10,7 +10,11 @@ trained at 7 img/s where 1 thread trained at 26 (issue 13). The rule (README, "S
   whole core from the step to save the loader's few per cent (``make bench`` measures both);
 - training on a GPU: the device does the step, so all cores but one are loader workers and the
   main process (Lightning loop, transfers) keeps that one as its torch thread;
-- in every case workers + threads <= cores (of this process's share: cores / processes per node).
+- in every case workers + threads <= cores (of this process's share: cores / processes per node),
+  where cores = those this process may use (affinity, cgroup quota) less those other jobs keep
+  busy when it starts (sampled from /proc/stat): a torch thread that shares its core with another
+  job stalls every parallel op of the step (measured on 2 cores at load 5-9: 2 threads trained at
+  2.8 img/s, 1 thread at 20 img/s).
 
 Precedence for the loader workers: ``data.num_workers`` (or predict's ``num_workers``) when set,
 else ``runtime.workers``, else the rule. Torch threads: ``runtime.threads``, else cores - workers.
@@ -19,8 +23,9 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,7 @@ class Runtime:
     workers: int
     accelerator: str
     processes: int = 1
+    busy: float | None = None  # cores other jobs kept busy at start (None: not sampled)
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +61,8 @@ class Runtime:
 
     def describe(self) -> str:
         share = f"{self.cores} cores" + (f" / {self.processes} processes" if self.processes > 1 else "")
+        if self.busy:
+            share += f" free ({self.busy:.1f} busy with other jobs)"
         return (f"runtime: {share}, {self.accelerator} step -> {self.threads} torch threads, "
                 f"{self.workers} loader workers{'; ' + self.note if self.note else ''}")
 
@@ -85,6 +93,50 @@ def _cgroup_cpu_quota() -> int | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def cpu_jiffies(stat_text: str, cpus: set[int]) -> tuple[int, int]:
+    """(busy, total) clock ticks summed over ``cpus`` from the text of /proc/stat."""
+    busy = total = 0
+    for line in stat_text.splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        # user nice system idle iowait irq softirq steal (guest time is already in user)
+        ticks = [int(v) for v in fields[:8]] + [0] * max(0, 8 - len(fields))
+        total += sum(ticks)
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy, total
+
+
+def busy_cores(seconds: float = 0.3) -> float | None:
+    """Cores of this process's CPU set kept busy by others over ``seconds`` (None where there is no /proc/stat)."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+        stat = Path("/proc/stat")
+        before = cpu_jiffies(stat.read_text(), cpus)
+        time.sleep(seconds)
+        after = cpu_jiffies(stat.read_text(), cpus)
+    except (AttributeError, OSError, ValueError):
+        return None
+    total = after[1] - before[1]
+    return len(cpus) * (after[0] - before[0]) / total if total > 0 else None
+
+
+def usable_cores(cores: int | None = None, leave_busy_cores: bool = True) -> tuple[int, float | None]:
+    """(cores for the rule, cores found busy): ``runtime.cores`` as given, else the available ones
+    less those other jobs keep busy right now (rounded; at least 1)."""
+    if cores:
+        return int(cores), None
+    cores = available_cores()
+    busy = busy_cores() if leave_busy_cores else None
+    if busy is None:
+        return cores, None
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = cores
+    return max(1, min(cores, math.floor(allowed - busy + 0.5))), busy
 
 
 def _check(name: str, value: Any, minimum: int) -> int | None:
@@ -124,7 +176,12 @@ def choose(cores: int, accelerator: str = "cpu", processes: int = 1, threads: in
 
 
 def apply(runtime: Runtime) -> None:
-    """Set this process's torch and OpenCV thread pools (inter-op only if torch has not started it yet)."""
+    """Set this process's torch and OpenCV thread pools (inter-op only if torch has not started it yet).
+
+    OMP_NUM_THREADS is set too, so processes started from here (``ddp_spawn`` ranks, spawned
+    workers) size their pools to the same share instead of the whole machine.
+    """
+    os.environ["OMP_NUM_THREADS"] = str(runtime.threads)
     torch.set_num_threads(runtime.threads)
     if torch.get_num_interop_threads() != runtime.interop_threads:
         try:
@@ -189,24 +246,15 @@ def configure(runtime_cfg: Mapping | None, accelerator: str, processes: int = 1,
     requested = cfg.get("workers")
     if data_workers is not None and requested is not None and int(data_workers) != int(requested):
         log.warning("data.num_workers=%s overrides runtime.workers=%s", data_workers, requested)
-    runtime = choose(cfg.get("cores") or available_cores(), accelerator, processes, threads=cfg.get("threads"),
+    cores, busy = usable_cores(_check("runtime.cores", cfg.get("cores"), 1),
+                               bool(cfg.get("leave_busy_cores", True)))
+    runtime = choose(cores, accelerator, processes, threads=cfg.get("threads"),
                      workers=data_workers if data_workers is not None else requested,
                      interop_threads=cfg.get("interop_threads"))
+    runtime = replace(runtime, busy=busy)
     apply(runtime)
     log.info(runtime.describe())
-    _warn_if_busy(runtime)
     return runtime
-
-
-def _warn_if_busy(runtime: Runtime) -> None:
-    """Other jobs on the cores make torch's threads wait for each other: say so, once, at start."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return
-    if load > 0.5 * runtime.cores and runtime.threads > 1:
-        log.warning("the machine is busy (1-min load %.1f on %d cores): while other jobs run, "
-                    "runtime.threads=%d may train faster", load, runtime.cores, max(1, runtime.threads // 2))
 
 
 def loader_kwargs(data_cfg: Mapping | None, runtime: Runtime) -> dict[str, int]:
