@@ -61,7 +61,7 @@ class Summary:
         """One line when the repetitions disagree by more than ``limit``, else None."""
         if not self.spread > limit:
             return None
-        return (f"warning: {name}: spread {self.spread:.0%} > {limit:.0%} over {self.n} repetitions "
+        return (f"warning: {name}: spread {self.spread:.1%} > {limit:.0%} over {self.n} repetitions "
                 f"(load {self.load_low:.2f}-{self.load_high:.2f}); rerun on a quieter machine before quoting it")
 
     def as_dict(self) -> dict[str, float]:
