@@ -1,293 +1,254 @@
-"""Throughput benchmark: how close does the real training path come to the bare GPU step?
+"""Throughput benchmark: how close does the real training path come to the bare step, and what feeds it?
 
-`make bench` (or `python benchmarks/bench.py`) measures on this machine, in one run:
-  (a) images/s of a bare training step on device-resident uint8 tensors (bf16-mixed +
-      channels_last on GPU, fp32 on CPU): the ceiling;
-  (b) images/s of the real train.py path: the Hydra-composed DataModule from its cached patch
-      store, augmentation, weighted sampler, Lightning loop and metrics; and (b)/(a);
-  predict throughput (raw frames/s through predict(), tiling + empty filter + inference), and
-  CPU preprocessing throughput (raw frames/s read + 8-bit + tiling + empty filter, one process).
-Full sizes on a GPU; small sizes on CPU so it ends in a few minutes. Results are printed as a
-markdown table and written to benchmarks/results/bench_<time>.{json,md} (never overwritten).
+`make bench` (or `python benchmarks/bench.py`) measures on this machine:
+  step     (a) images/s of a bare training step on device-resident uint8 tensors (bf16-mixed +
+           channels_last on GPU, fp32 on CPU): the ceiling; (b) images/s of the real train.py
+           path (Hydra-composed DataModule from the cached patch store, augmentation, weighted
+           sampler, Lightning loop, metrics) at the runtime rule's threads/workers; (b)/(a);
+  loader   patches/s of the train loader alone (store + augmentation + sampler, no model) for
+           0, 1, 2, 4, ... workers at the GPU input sizes: how many workers a given GPU needs;
+  predict  raw frames/s through predict(), and CPU preprocessing raw frames/s on one core;
+  grid     (--grid) (b) at the runtime rule's choice and for torch threads x loader workers.
+Every arm is repeated (--repeats, >= 3 by default) in turns (a/b/a/b...), each repetition runs
+for --seconds (20 s on CPU, 10 s on GPU) after a warm-up; the tables give median (min-max), the
+1-min load average around the repetitions, and a warning when (max-min)/median exceeds 10%.
+Results go to benchmarks/results/bench_<time>.{json,md} (never overwritten).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
-import torch
-import torch.nn.functional as F
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # a checkout works without `pip install -e`
+sys.path.insert(0, str(ROOT))  # `benchmarks` as a package when run as a script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # a checkout works without `pip install -e`
-from stainfree.utils.cli import CONFIG_DIR, REPO_ROOT, run_cli  # noqa: E402
+from stainfree.utils.cli import run_cli  # noqa: E402
+from stainfree.utils.env import configure_offline_environment  # noqa: E402
 
+configure_offline_environment()  # before torch/timm are imported (also when main() is called from a test)
 
-@dataclass
-class Sizes:
-    """Benchmark sizes for one device class."""
+import torch  # noqa: E402
 
-    batch_size: int
-    input_size: dict[str, int]
-    steps: int
-    warmup: int
-    frames: int
-    num_workers: int
+from benchmarks import arms as bench_arms  # noqa: E402
+from benchmarks import report  # noqa: E402
+from benchmarks.stats import Arm, paired_ratio, run_interleaved  # noqa: E402
+from stainfree.models.checkpoint import read_checkpoint_meta  # noqa: E402
+from stainfree.utils import runtime  # noqa: E402
 
-
-GPU_SIZES = Sizes(batch_size=256, input_size={"resnet18": 224, "inception_v3": 299}, steps=60, warmup=15,
-                  frames=32, num_workers=min(12, os.cpu_count() or 1))
-CPU_SIZES = Sizes(batch_size=16, input_size={"resnet18": 64, "inception_v3": 75}, steps=6, warmup=2,
-                  frames=4, num_workers=0)
+ARM_BLOCKS = ("step", "loader", "predict", "grid")
+GPU_INPUT = {"resnet18": 224, "inception_v3": 299}
+CPU_INPUT = {"resnet18": 64, "inception_v3": 75}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--models", nargs="+", default=None, help="default: resnet18 inception_v3")
+    parser.add_argument("--arms", nargs="+", choices=ARM_BLOCKS, default=None,
+                        help="blocks to run (default: step loader predict; --grid adds grid)")
+    parser.add_argument("--grid", action="store_true", help="also time (b) for threads x workers (the rule's check)")
+    parser.add_argument("--data", default="demo", help="data config group (a cached patch store)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the backbone in (a) and (b)")
+    parser.add_argument("--repeats", type=int, default=None, help="repetitions per arm (default 3)")
+    parser.add_argument("--seconds", type=float, default=None, help="timed window per repetition (20 CPU / 10 GPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps before each window")
+    parser.add_argument("--batch-size", type=int, default=None, help="(a)/(b)/predict batch (16 CPU / 256 GPU)")
+    parser.add_argument("--frames", type=int, default=None, help="raw frames for predict/preprocessing")
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=None, help="default: 0, 1, 2, 4, ... cores")
+    parser.add_argument("--loader-sizes", type=int, nargs="+", default=None,
+                        help="loader input sizes (default: the models' GPU sizes, 224 / 299)")
+    parser.add_argument("--loader-batch-size", type=int, default=256)
+    parser.add_argument("--grid-threads", type=int, nargs="+", default=None, help="default: 1, cores/2, cores")
+    parser.add_argument("--grid-workers", type=int, nargs="+", default=None, help="default: 0, 1, 2 (<= cores)")
+    parser.add_argument("--step-img-s", type=float, nargs="+", default=[],
+                        help="extra GPU step rates (img/s, at the loader sizes) to size the workers for")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 2 short repetitions, small sizes")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("overrides", nargs="*", help="extra train config overrides, e.g. runtime.threads=1")
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats={args.repeats}: must be >= 1 (3 or more for figures you quote)")
+    if args.seconds is not None and args.seconds <= 0:
+        parser.error(f"--seconds={args.seconds}: must be > 0")
+    return args
 
 
-def _classifier(name: str, input_size: int, channels_last: bool, compile: bool):  # noqa: A002
-    from stainfree.models.classifier import LiveDeadClassifier
-
-    return LiveDeadClassifier(
-        backbone=dict(name=name, num_classes=2, in_chans=3, pretrained=False),
-        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-5, "betas": [0.5, 0.999],
-                   "weight_decay": 1e-5},
-        input_size=input_size, channels_last=channels_last, compile=compile, class_names=["live", "dead"],
-    )
-
-
-def bare_step(name: str, input_size: int, batch_size: int, steps: int, warmup: int, device: torch.device,
-              compile: bool = False) -> float:  # noqa: A002
-    """(a) images/s of forward + loss + backward + Adam on uint8 tensors already on the device."""
+def build_setup(args: argparse.Namespace, device: torch.device, work: Path) -> tuple[bench_arms.Setup, int]:
+    """Sizes for this device (or --quick), overridden by the options; returns (setup, repeats)."""
     gpu = device.type == "cuda"
-    model = _classifier(name, input_size, channels_last=gpu, compile=compile)
-    model.setup("fit")  # applies channels_last / compile exactly as in training
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-5, betas=(0.5, 0.999), weight_decay=1e-5)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randint(0, 256, (batch_size, 1, input_size, input_size), dtype=torch.uint8, generator=gen).to(device)
-    y = torch.randint(0, 2, (batch_size,), generator=gen).to(device)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
-            logits = model(x)
-            if isinstance(logits, tuple):  # inception aux logits in some timm versions
-                logits = logits[0]
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return steps * batch_size / (time.perf_counter() - start)
+    models = args.models or (["resnet18"] if args.quick else ["resnet18", "inception_v3"])
+    sizes = GPU_INPUT if gpu else CPU_INPUT
+    defaults: dict[str, Any] = (dict(batch_size=256, seconds=10.0, warmup=15, frames=32, repeats=3) if gpu else
+                                dict(batch_size=16, seconds=20.0, warmup=3, frames=4, repeats=3))
+    if args.quick:
+        defaults.update(batch_size=8, seconds=0.5, warmup=1, frames=1, repeats=2)
+    pick = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
+    setup = bench_arms.Setup(device=device, batch_size=pick["batch_size"],
+                             input_size={m: sizes.get(m, 224 if gpu else 64) for m in models},
+                             seconds=pick["seconds"], warmup=pick["warmup"], frames=pick["frames"], data=args.data,
+                             work=work, compile=args.compile, overrides=list(args.overrides))
+    return setup, pick["repeats"]
 
 
-class StepTimer(pl.Callback):
-    """Images/s between the end of step ``warmup`` and the end of the last step (data waits included)."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.images = 0
-        self.start: float | None = None
-        self.stop: float | None = None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        _sync(pl_module.device)
-        now = time.perf_counter()
-        if trainer.global_step == self.warmup:
-            self.start = now
-        elif self.start is not None:
-            self.images += int(batch["image"].shape[0])
-            self.stop = now
-
-    @property
-    def images_per_second(self) -> float:
-        if self.start is None or self.stop is None or self.stop <= self.start:
-            return float("nan")
-        return self.images / (self.stop - self.start)
+def powers_of_two_upto(n: int) -> list[int]:
+    counts, k = [0], 1
+    while k < n:
+        counts.append(k)
+        k *= 2
+    return sorted(set(counts + [n]))
 
 
-def compose_train_cfg(overrides: list[str]):
-    """The train.py config (same conf/ tree and defaults), composed without launching a Hydra run."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # so ${hydra:...} paths resolve as in a real run
-    return cfg
+def run_step_block(setup: bench_arms.Setup, repeats: int, cores: int) -> list[tuple[Arm, Arm]]:
+    pairs = []
+    for name in setup.input_size:
+        pair = (bench_arms.bare_step_arm(setup, name), bench_arms.train_path_arm(setup, name))
+        run_interleaved(pair, repeats)
+        pairs.append(pair)
+    return pairs
 
 
-def train_path(name: str, sizes: Sizes, device: torch.device, out_dir: Path, data: str, compile: bool,
-               extra: list[str]) -> tuple[float, Path]:
-    """(b) images/s of the real training path; returns it and a checkpoint for the predict benchmark."""
-    import hydra
-
-    from stainfree.tasks.train import resolved_config
-
-    gpu = device.type == "cuda"
-    run_dir = out_dir / f"train_{name}"
-    overrides = [
-        f"data={data}", f"model={name}", f"trainer={'gpu' if gpu else 'cpu'}", "logger=csv", "callbacks=none",
-        f"model.input_size={sizes.input_size[name]}", "model.backbone.pretrained=false",
-        f"model.channels_last={str(gpu).lower()}", f"model.compile={str(compile).lower()}",
-        f"data.batch_size={sizes.batch_size}", f"data.num_workers={sizes.num_workers}",
-        f"data.pin_memory={str(gpu).lower()}",
-        f"data.persistent_workers={str(gpu and sizes.num_workers > 0).lower()}", f"paths.output_dir={run_dir}",
-        # `++`: set whether or not conf/trainer names the key
-        f"++trainer.max_steps={sizes.warmup + sizes.steps}", "trainer.max_epochs=-1",
-        "++trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "++trainer.enable_checkpointing=false",
-        "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false", *extra,
-    ]
-    cfg = compose_train_cfg(overrides)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    model = hydra.utils.instantiate(cfg.model)
-    timer = StepTimer(sizes.warmup)
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values() if "_target_" in c]
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[timer], logger=loggers or False)
-    model.run_metadata = dict(config=resolved_config(cfg))
-    trainer.fit(model=model, datamodule=datamodule)  # the module stores the preprocess settings itself
-    ckpt = run_dir / "bench.ckpt"
-    trainer.save_checkpoint(ckpt)
-    return timer.images_per_second, ckpt
+def run_loader_block(setup: bench_arms.Setup, repeats: int, args: argparse.Namespace, cores: int) -> list[Arm]:
+    sizes = args.loader_sizes or sorted({GPU_INPUT.get(m, 224) for m in setup.input_size})
+    counts = args.loader_workers if args.loader_workers is not None else (
+        [0, 1] if args.quick else powers_of_two_upto(cores))
+    batch = min(args.loader_batch_size, 32) if args.quick else args.loader_batch_size
+    loaders = []
+    for size in sizes:
+        arms = [bench_arms.loader_arm(setup, size, batch, k) for k in counts]
+        run_interleaved(arms, repeats)
+        loaders += arms
+    return loaders
 
 
-def write_frames(folder: Path, n: int) -> list[Path]:
-    """``n`` synthetic 16-bit 1344x1024 bright-field frames (the JIMT-1 camera format) as TIFF."""
-    import tifffile
-
-    from stainfree.data.jimt.synthetic import generate_frame
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = folder / f"frame_{i:03d}.tif"
-        tifffile.imwrite(path, generate_frame("notreat", i, seed=123, n_frames=n).bf)
-        paths.append(path)
-    return paths
-
-
-def preprocess_throughput(paths: list[Path], preprocess: dict[str, Any]) -> float:
-    """Raw frames/s of read + 8-bit + tiling + empty filter in one process (per-core figure)."""
-    from stainfree.data.imageio import read_image
-    from stainfree.inference.tiling import build_tiler
-
-    tiler = build_tiler(preprocess)
-    tiler(read_image(paths[0]))  # warm caches / lazy imports
-    start = time.perf_counter()
-    for p in paths:
-        tiler(read_image(p))
-    return len(paths) / (time.perf_counter() - start)
+def run_predict_block(setup: bench_arms.Setup, repeats: int) -> list[Arm]:
+    name = next(iter(setup.input_size))
+    if name not in setup.checkpoints:  # predict without the step block: a short fit makes the checkpoint
+        setup.checkpoints[name] = setup.work / f"train_{name}" / "bench.ckpt"
+        bench_arms.train_path_once(setup, name, [], setup.checkpoints[name])
+    ckpt = setup.checkpoints[name]
+    meta = read_checkpoint_meta(ckpt)
+    if not meta.preprocess:
+        print(f"[bench] {ckpt} stores no preprocess settings: predict/preprocessing skipped", flush=True)
+        return []
+    paths = bench_arms.write_frames(setup.work / "frames", setup.frames)
+    arms = [bench_arms.predict_arm(setup, ckpt, setup.work / "frames"),
+            bench_arms.preprocess_arm(setup, paths, meta.preprocess)]
+    arms[0].name = f"predict ({name}, {setup.frames} frames 1344x1024 16-bit)"
+    run_interleaved(arms, repeats)
+    return arms
 
 
-def predict_throughput(ckpt: Path, frames: Path, out: Path, device: torch.device, sizes: Sizes) -> float:
-    """Raw frames/s of the whole predict() (reading, tiling, inference, CSVs; overlays off)."""
-    from stainfree.tasks.predict import predict
-
-    kw = dict(device=str(device), batch_size=sizes.batch_size, num_workers=sizes.num_workers, overlays=False,
-              progress=False)
-    predict(ckpt, frames, out / "warmup", **kw)
-    summary = predict(ckpt, frames, out / "timed", **kw)
-    return summary.frames_per_second
-
-
-def markdown(rows: list[dict[str, Any]], extras: dict[str, Any]) -> str:
-    lines = ["| backbone | input | batch | (a) bare step img/s | (b) train path img/s | (b)/(a) |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['backbone']} | {r['input_size']} | {r['batch_size']} | {r['bare_img_s']:.1f} | "
-                     f"{r['train_img_s']:.1f} | {r['ratio']:.2f} |")
-    lines += ["", "| pipeline | raw frames/s |", "|---|---|"]
-    lines.append(f"| predict ({extras['predict_backbone']}, {extras['frames']} frames 1344x1024 16-bit) | "
-                 f"{extras['predict_frames_s']:.2f} |")
-    lines.append(f"| CPU preprocessing (read+8-bit+tiles+empty filter, 1 process) | "
-                 f"{extras['preprocess_frames_s']:.2f} |")
-    return "\n".join(lines)
+def run_grid_block(setup: bench_arms.Setup, repeats: int, args: argparse.Namespace, cores: int) -> list[Arm]:
+    name = next(iter(setup.input_size))
+    threads = args.grid_threads or sorted({1, max(1, cores // 2), cores})
+    workers = args.grid_workers if args.grid_workers is not None else [w for w in (0, 1, 2) if w <= cores]
+    # the rule's own arm: it chooses again each repetition, as train.py does at each start
+    arms = [bench_arms.train_path_arm(setup, name, label="(b) runtime rule")]
+    arms += [bench_arms.train_path_arm(setup, name, threads=t, workers=w, label=f"(b) {t} threads, {w} workers")
+             for t in threads for w in workers]
+    run_interleaved(arms, repeats)
+    return arms
 
 
-def device_description(device: torch.device) -> str:
+def device_description(device: torch.device, cores: int) -> str:
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} + {os.cpu_count()} CPU cores"
-    return f"CPU only ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        return f"{torch.cuda.get_device_name(device)} + {cores} CPU cores"
+    return f"CPU only ({platform.processor() or platform.machine()}, {cores} cores)"
+
+
+def all_arms(blocks: dict[str, list]) -> list[Arm]:
+    """Every arm of the run, the step block's (a, b) pairs flattened."""
+    return [a for key, items in blocks.items() for item in items
+            for a in (item if key == "step" else (item,))]
+
+
+def compose_report(header: str, blocks: dict[str, list], cores: int, rates: list[report.StepRate]) -> str:
+    parts = [header]
+    if blocks.get("step"):
+        parts.append(report.step_table(blocks["step"]))
+    if blocks.get("loader"):
+        parts += [report.loader_table(blocks["loader"]),
+                  "\n".join(report.workers_needed(blocks["loader"], rates, cores))]
+    if blocks.get("predict"):
+        parts.append(report.pipeline_table(blocks["predict"]))
+    if blocks.get("grid"):
+        parts.append(report.grid_table(blocks["grid"]))
+    warnings = report.spread_warnings(all_arms(blocks))
+    if warnings:
+        parts.append("\n".join(warnings))
+    return "\n\n".join(p for p in parts if p)
+
+
+def step_rates(blocks: dict[str, list], setup: bench_arms.Setup, extra: list[float], sizes: list[int]
+               ) -> list[report.StepRate]:
+    """Rates the loader must feed: the H100 references, this GPU's (a), and any --step-img-s."""
+    rates = [report.H100_BARE_STEP[m] for m in setup.input_size if m in report.H100_BARE_STEP]
+    if setup.gpu:
+        rates += [report.StepRate(f"{bare.name} here", bare.summary.median, bare.settings["input_size"])
+                  for bare, _ in blocks.get("step", [])]
+    rates += [report.StepRate("--step-img-s", r, s) for r in extra for s in sizes]
+    return rates
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--models", nargs="+", default=["resnet18", "inception_v3"])
-    parser.add_argument("--data", default="demo", help="data config group for (b) (a cached patch store)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the backbone in (a) and (b)")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--frames", type=int, default=None, help="raw frames for predict/preprocess timing")
-    parser.add_argument("--num-workers", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
-    parser.add_argument("overrides", nargs="*", help="extra train config overrides for (b), e.g. data.cache=...")
-    args = parser.parse_args(argv)
-
+    args = parse_args(argv)
     from stainfree.inference.predictor import resolve_device
     from stainfree.inference.writers import write_json
-    from stainfree.models.checkpoint import read_checkpoint_meta
     from stainfree.utils.atomic import atomic_write_text, unique_path
 
     device = resolve_device(args.device)
-    sizes = GPU_SIZES if device.type == "cuda" else CPU_SIZES
-    for field, value in (("batch_size", args.batch_size), ("steps", args.steps), ("frames", args.frames),
-                         ("num_workers", args.num_workers)):
-        if value is not None:
-            setattr(sizes, field, value)
+    cores = runtime.available_cores()
+    free, busy = runtime.usable_cores()
+    default = replace(runtime.choose(free, device.type), busy=busy)
+    runtime.apply(default)  # inter-op threads can be set once per process: here, before any work
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    rows = []
-    ckpts: dict[str, Path] = {}
+    chosen = set(args.arms or ("step", "loader", "predict")) | ({"grid"} if args.grid else set())
+    blocks: dict[str, list] = {}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stainfree_bench_") as tmp:
-        work = Path(tmp)
-        for name in args.models:
-            size = sizes.input_size.get(name, 224 if device.type == "cuda" else 64)
-            sizes.input_size[name] = size
-            print(f"[bench] {name}: (a) bare step ...", flush=True)
-            bare = bare_step(name, size, sizes.batch_size, sizes.steps, sizes.warmup, device, args.compile)
-            print(f"[bench] {name}: (b) train path ...", flush=True)
-            real, ckpts[name] = train_path(name, sizes, device, work, args.data, args.compile, args.overrides)
-            rows.append(dict(backbone=name, input_size=size, batch_size=sizes.batch_size, bare_img_s=bare,
-                             train_img_s=real, ratio=real / bare))
-            print(f"[bench] {name}: (a) {bare:.1f} img/s, (b) {real:.1f} img/s, (b)/(a) {real / bare:.2f}", flush=True)
-        print("[bench] predict / preprocessing ...", flush=True)
-        frames = write_frames(work / "frames", sizes.frames)
-        first = args.models[0]
-        preprocess = read_checkpoint_meta(ckpts[first]).preprocess
-        extras = dict(frames=sizes.frames, predict_backbone=first,
-                      predict_frames_s=predict_throughput(ckpts[first], work / "frames", work / "predict", device,
-                                                          sizes) if preprocess else float("nan"),
-                      preprocess_frames_s=preprocess_throughput(frames, preprocess) if preprocess else float("nan"))
-    table = markdown(rows, extras)
-    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {device_description(device)}; torch {torch.__version__}, "
-              f"compile={args.compile}, steps={sizes.steps} after {sizes.warmup} warm-up, "
-              f"loader workers={sizes.num_workers}.")
-    print("\n" + header + "\n\n" + table)
+        setup, repeats = build_setup(args, device, Path(tmp))
+        for size in sorted(set(setup.input_size.values())):
+            bench_arms.prepare_data(setup, size)
+        if "step" in chosen:
+            blocks["step"] = run_step_block(setup, repeats, cores)
+        if "loader" in chosen:
+            blocks["loader"] = run_loader_block(setup, repeats, args, cores)
+        if "predict" in chosen:
+            blocks["predict"] = run_predict_block(setup, repeats)
+        if "grid" in chosen:
+            blocks["grid"] = run_grid_block(setup, repeats, args, cores)
+    sizes = sorted({a.settings["input_size"] for a in blocks.get("loader", [])})
+    rates = step_rates(blocks, setup, args.step_img_s, sizes)
+    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {device_description(device, cores)}; torch "
+              f"{torch.__version__}, compile={args.compile}; {repeats} interleaved repetitions of "
+              f"{setup.seconds:g} s per arm after {setup.warmup} warm-up steps; runtime rule at start: "
+              f"{default.threads} torch threads, {default.workers} loader workers ({busy or 0:.1f} cores busy "
+              f"with other jobs); median (min-max); "
+              f"load = 1-min load average before/after; bench wall time {time.perf_counter() - started:.0f} s.")
+    text = compose_report(header, blocks, cores, rates)
+    print("\n" + text)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    payload = dict(device=device_description(device), torch=torch.__version__, compile=args.compile,
-                   sizes=asdict(sizes), rows=rows, **extras)
+    payload = dict(device=device_description(device, cores), torch=torch.__version__, compile=args.compile,
+                   cores=cores, runtime_default=default.as_dict(), repeats=repeats, seconds=setup.seconds,
+                   warmup=setup.warmup, batch_size=setup.batch_size, argv=list(argv or sys.argv[1:]),
+                   arms={key: [a.as_dict() for a in all_arms({key: items})] for key, items in blocks.items()},
+                   ratios=[dict(backbone=real.settings["backbone"], **paired_ratio(real, bare).as_dict())
+                           for bare, real in blocks.get("step", [])],
+                   workers_needed=report.workers_needed(blocks.get("loader", []), rates, cores),
+                   warnings=report.spread_warnings(all_arms(blocks)))
     write_json(args.out / f"bench_{stamp}.json", payload)
     md = unique_path(args.out / f"bench_{stamp}.md")
-    atomic_write_text(md, header + "\n\n" + table + "\n")
+    atomic_write_text(md, text + "\n")
     print(f"\nwritten: {md}")
     return 0
 

@@ -31,6 +31,7 @@ from stainfree.data.samplers import (
 from stainfree.data.samples import HINTS, SPLITS, SampleTableError, validate_samples
 from stainfree.data.spec import EightBit, Layout, PreprocessSpec, Region
 from stainfree.data.store import CropStore, Loader, build_store
+from stainfree.utils import runtime
 from stainfree.utils.atomic import atomic_path, unique_path
 from stainfree.utils.errors import UserError
 
@@ -76,7 +77,7 @@ class SampleDataModule(pl.LightningDataModule):
                  channel: str | int = "mean", to_8bit: dict | None = None, stretch_8bit: bool = False,
                  region: dict | None = None, split: dict | None = None, duplicates: dict | None = None,
                  verify: str = "none", batch_size: int = 32, eval_batch_size: int | None = None,
-                 num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool | None = None,
+                 num_workers: int | None = None, pin_memory: bool = False, persistent_workers: bool | None = None,
                  augment: bool = True, weighted_sampler: bool = True, samples_per_epoch: int | None = None,
                  seed: int = 0, cache_dir: str | os.PathLike = "data/cache/samples",
                  report_dir: str | os.PathLike | None = None, **source_options: Any) -> None:
@@ -98,7 +99,8 @@ class SampleDataModule(pl.LightningDataModule):
         self.verify = identity.check_verify(str(verify))
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        # None: the runtime rule (stainfree.utils.runtime); train/eval pass the value they chose
+        self.num_workers = runtime.default_workers() if num_workers is None else int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = (self.num_workers > 0 if persistent_workers is None
                                    else bool(persistent_workers) and self.num_workers > 0)
@@ -351,7 +353,7 @@ class SampleDataModule(pl.LightningDataModule):
 
     def _loader(self, ds: CropDataset, batch_size: int, **kw: Any) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers, **kw)
+                          persistent_workers=self.persistent_workers, worker_init_fn=runtime.worker_init, **kw)
 
     def train_dataloader(self) -> DataLoader:
         ds = self._dataset("train")

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from stainfree.inference.tiling import Tiles
 from stainfree.models.checkpoint import CheckpointMeta
+from stainfree.utils import runtime
 from stainfree.utils.errors import UserError
 
 
@@ -172,7 +173,7 @@ def classify(model: torch.nn.Module, patches: np.ndarray, device: torch.device, 
 def iter_frames(dataset: FrameDataset, num_workers: int) -> Iterator[dict[str, Any]]:
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                         collate_fn=lambda item: item, prefetch_factor=2 if num_workers else None,
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=runtime.worker_init)
     yield from loader
 
 

@@ -21,6 +21,7 @@ from stainfree.inference.trust_fit import ProfileLimits, fit_missing_blocks
 from stainfree.models.checkpoint import CheckpointMeta, read_checkpoint_meta
 from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
 from stainfree.trust.checkpoint import write_trust_blocks
+from stainfree.utils import runtime
 from stainfree.utils.atomic import unique_path
 from stainfree.utils.cli import task_main
 from stainfree.utils.errors import UserError
@@ -115,7 +116,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     check_config_values(cfg)
     check_accelerator(cfg)
     log.info("data <%s> (%s)", cfg.data._target_, "from config" if user_data else "from the checkpoint's run config")
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    chosen = runtime.configure(cfg.get("runtime"), *runtime.trainer_placement(cfg.trainer),
+                               data_workers=cfg.data.get("num_workers"))
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, **runtime.loader_kwargs(cfg.data, chosen))
     prepare_datamodule(datamodule, "test")  # data errors before any logger
     if user_data:
         check_compatible(cfg, meta, datamodule)

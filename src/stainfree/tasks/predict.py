@@ -36,6 +36,7 @@ from stainfree.inference.predictor import (
 from stainfree.inference.tiling import Tiles, build_tiler
 from stainfree.inference.writers import write_csv, write_json
 from stainfree.models.checkpoint import read_checkpoint_meta
+from stainfree.utils import runtime
 from stainfree.utils.atomic import unique_path
 from stainfree.utils.cli import task_main
 
@@ -152,6 +153,8 @@ def predict(
 @task_main("predict")
 def main(cfg: DictConfig) -> None:
     """``python predict.py ckpt_path=... input=...``: see conf/predict.yaml for every option."""
+    chosen = runtime.configure(cfg.get("runtime"), resolve_device(str(cfg.device)).type,
+                               data_workers=cfg.get("num_workers"))
     summary = predict(
         ckpt_path=cfg.ckpt_path,
         input=cfg.input,
@@ -159,7 +162,7 @@ def main(cfg: DictConfig) -> None:
         plate_map=cfg.get("plate_map"),
         batch_size=int(cfg.batch_size),
         device=str(cfg.device),
-        num_workers=int(cfg.num_workers),
+        num_workers=chosen.workers,
         positive_class=cfg.get("positive_class"),
         overlays=bool(cfg.overlays),
         precision=str(cfg.precision),

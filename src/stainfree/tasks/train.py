@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import CSVLogger
 from stainfree.callbacks.eval_report import EvalReport
 from stainfree.models.checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta
 from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
+from stainfree.utils import runtime
 from stainfree.utils.cli import task_main
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from stainfree.utils.pylogger import get_logger
@@ -119,8 +120,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     _resume_wandb(cfg, read_checkpoint_meta(ckpt_path) if ckpt_path else None)
     apply_sweep_identity(cfg)  # W&B: a sweep's jobs share a group, named by what differs
 
+    # threads and loader workers together, before anything starts a thread pool
+    chosen = runtime.configure(cfg.get("runtime"), *runtime.trainer_placement(cfg.trainer),
+                               data_workers=cfg.data.get("num_workers"))
     log.info("data <%s>", cfg.data._target_)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, **runtime.loader_kwargs(cfg.data, chosen))
     log.info("model <%s> backbone=%s", cfg.model._target_, cfg.model.backbone.name)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     prepare_datamodule(datamodule, "fit" if cfg.get("train", True) else "test")  # data errors before any logger
@@ -129,7 +133,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     resolved = resolved_config(cfg)
-    model.run_metadata = dict(config=resolved, wandb_id=_wandb_id(trainer))
+    model.run_metadata = dict(config=resolved, wandb_id=_wandb_id(trainer), runtime=chosen.as_dict())
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
 
