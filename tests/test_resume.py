@@ -1,7 +1,7 @@
 """A killed run resumed with `ckpt_path=last run=<its folder>` ends exactly like an uninterrupted run.
 
-The run is killed hard (os._exit, like `kill -9` or a Slurm pre-emption) at the start of its second
-epoch, after the first epoch's checkpoints were written; the same command plus `ckpt_path=last
+The run is killed hard (os._exit, like `kill -9` or a Slurm pre-emption) at the start of its third
+epoch, after its best epoch and one worse epoch were checkpointed; the same command plus `ckpt_path=last
 run=<folder>` (no hydra.run.dir: the resume finds its folder) must then finish in the same folder and
 W&B run with bit-identical last weights, the same best.ckpt (epoch and weights), val/bal_acc_best,
 test metrics and metrics.csv history.
@@ -38,7 +38,11 @@ class KillAtEpochStart(pl.Callback):
 
 
 OVERRIDES = ["experiment=demo", "data.synthetic.frames_notreat=6", "data.stride=224", "data.num_workers=0",
-             "model.backbone.name=test_resnet", "model.input_size=32", "trainer.max_epochs=3", "logger=many_loggers"]
+             "model.backbone.name=test_resnet", "model.input_size=32", "trainer.max_epochs=4", "logger=many_loggers",
+             # epoch 0 is the best of this tiny run, 1 and 2 are worse: early stopping ends it after epoch 2,
+             # so best.ckpt and the stop both depend on callback state saved BEFORE the kill
+             "callbacks.early_stopping.patience=2"]
+KILL_EPOCH = 2
 TIMING = ("train/time_s", "train/images_per_s")  # wall-clock figures differ between any two runs
 
 
@@ -95,13 +99,13 @@ def test_resume_killed_run_matches_uninterrupted_run(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     _prepare_data(tmp_path)  # once, before two runs start in parallel
     first = _train(tmp_path, straight, wait=False)
-    second = _train(tmp_path, resumed, "+callbacks.kill._target_=killer.KillAtEpochStart", "+callbacks.kill.epoch=1",
+    second = _train(tmp_path, resumed, "+callbacks.kill._target_=killer.KillAtEpochStart", f"+callbacks.kill.epoch={KILL_EPOCH}",
                     wait=False)
     done, killed = _finish(first), _finish(second)
     assert done.returncode == 0, done.stderr[-3000:]
     assert killed.returncode == 137, killed.stderr[-3000:]
     partial = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert partial["epoch"] == 0
+    assert partial["epoch"] == KILL_EPOCH - 1
     again = _train(tmp_path, None, "ckpt_path=last", f"run={resumed}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "logs").glob("train/runs/*")) == [], "the resume made a new run folder"
@@ -109,11 +113,12 @@ def test_resume_killed_run_matches_uninterrupted_run(tmp_path):
     a = torch.load(straight / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     # last.ckpt must be the end of training, not the last epoch that improved the monitored metric
-    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (2, 9)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (2, 9)  # early-stopped
     _assert_same_weights(a, b)
     best_a = torch.load(straight / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     best_b = torch.load(resumed / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert (best_a["epoch"], best_a["global_step"]) == (best_b["epoch"], best_b["global_step"])
+    assert best_a["epoch"] < KILL_EPOCH, "the best epoch must precede the kill for this test to mean anything"
     _assert_same_weights(best_a, best_b)
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     # val/bal_acc_best and the test metrics printed at the end, and the whole metrics.csv history

@@ -70,7 +70,8 @@ def test_a_run_is_named_by_folder_name_path_or_wandb_id_and_hydra_writes_there(t
         assert find_target("last", named, logs / "train").ckpt == last.resolve(), named
     assert find_target(str(run), None, logs / "train").run_dir == run.resolve()
     job = logs / "train" / "multiruns" / "2026-01-03_00-00-00" / "1"  # a sweep job, resumed on its own
-    _fake_run(logs, "x", stored).rename(job.parent.mkdir(parents=True) or job)
+    job.parent.mkdir(parents=True)
+    _fake_run(logs, "x", stored).rename(job)
     assert find_target("last", "multiruns/2026-01-03_00-00-00/1", logs / "train").run_dir == job.resolve()
     assert find_target(str(last), None, logs / "train").run_dir == run.resolve()
     assert hydra_run_dir("last", "abc123", str(logs / "train"), "NEW") == str(run.resolve())
