@@ -98,7 +98,8 @@ def _named_run(name: str, task_root: Path) -> Path:
                       task_root / "multiruns" / name):
         if candidate.is_dir():
             return candidate.resolve()
-    by_id = sorted({p.parent.parent for p in task_root.glob(f"**/wandb/*run-*-{name}") if p.is_dir()})
+    by_id = sorted({p.parent.parent for p in task_root.glob(f"**/wandb/*run-*-{name}") if p.is_dir()}
+                   ) if name.isalnum() else []  # W&B ids are letters and digits
     if len(by_id) == 1:
         return by_id[0].resolve()
     if len(by_id) > 1:
