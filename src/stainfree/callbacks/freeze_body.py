@@ -21,6 +21,8 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 
+from stainfree.models.schedules import one_cycle_pct_start
+
 log = logging.getLogger(__name__)
 
 
@@ -105,6 +107,12 @@ class FreezeBody(Callback):
             for m in self._bn:
                 m.train(trainable)
 
+    def _cycle_over(self, total_steps: int) -> dict[str, Any]:
+        """The module's one-cycle shape over ``total_steps`` (pct_start kept off a zero-length phase)."""
+        cycle = dict(self._cycle or {})
+        cycle["pct_start"] = one_cycle_pct_start(cycle["pct_start"], total_steps, cycle.get("three_phase", False))
+        return dict(cycle, total_steps=total_steps)
+
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.frozen_epochs == 0 or trainer.current_epoch >= self.frozen_epochs:
@@ -119,7 +127,7 @@ class FreezeBody(Callback):
             self._group_lrs = [g["max_lr"] for g in optimizer.param_groups]
             max_lr = [self.frozen_lr if i in self._head_groups else lr for i, lr in enumerate(self._group_lrs)]
             trainer.lr_scheduler_configs[0].scheduler = OneCycleLR(optimizer, max_lr=max_lr,
-                                                                   total_steps=max(1, frozen_steps), **self._cycle)
+                                                                   **self._cycle_over(max(1, frozen_steps)))
         else:
             self._group_lrs = [g["lr"] for g in optimizer.param_groups]
             for i in self._head_groups:
@@ -148,7 +156,7 @@ class FreezeBody(Callback):
         if self._cycle is not None:
             remaining = max(1, int(trainer.estimated_stepping_batches) - trainer.global_step)
             trainer.lr_scheduler_configs[0].scheduler = OneCycleLR(optimizer, max_lr=self._group_lrs,
-                                                                   total_steps=remaining, **self._cycle)
+                                                                   **self._cycle_over(remaining))
         else:
             for group, lr in zip(optimizer.param_groups, self._group_lrs):
                 group["lr"] = lr

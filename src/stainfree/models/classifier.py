@@ -26,6 +26,7 @@ from stainfree.models.checkpoint import (
     read_checkpoint_meta,
     write_checkpoint_meta,
 )
+from stainfree.models.schedules import one_cycle_pct_start, one_cycle_total_steps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -90,6 +91,7 @@ class LiveDeadClassifier(pl.LightningModule):
         self.train_loss = MeanMetric()
         self.train_bal_acc = MulticlassAccuracy(num_classes=self.num_classes, average="macro")
         self.val_bal_acc_best = MaxMetric()
+        self.val_bal_acc_best.persistent(True)  # in checkpoints: a resumed run keeps the best of its earlier epochs
         self._features_fn = self.net.forward_features
         self._epoch_outputs: list[dict[str, torch.Tensor]] = []
         self.test_outputs: dict[str, torch.Tensor] = {}
@@ -280,7 +282,10 @@ class LiveDeadClassifier(pl.LightningModule):
             # which OneCycleLR cannot divide
             scheduler_cfg.pop("max_lr", None)
             scheduler_cfg.pop("total_steps", None)
-            extra = dict(max_lr=[g["lr"] for g in groups], total_steps=int(self.trainer.estimated_stepping_batches))
+            total_steps = one_cycle_total_steps(self.trainer.estimated_stepping_batches)
+            scheduler_cfg["pct_start"] = one_cycle_pct_start(float(scheduler_cfg.get("pct_start", 0.3)), total_steps,
+                                                             bool(scheduler_cfg.get("three_phase", False)))
+            extra = dict(max_lr=[g["lr"] for g in groups], total_steps=total_steps)
             interval = "step"
         scheduler = hydra.utils.instantiate(scheduler_cfg)(optimizer=optimizer, **extra)
         return dict(
@@ -295,6 +300,8 @@ class LiveDeadClassifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint_meta(checkpoint)
         self.run_metadata = meta.block()
+        # checkpoints written before val_bal_acc_best was stored: start its max afresh
+        checkpoint.get("state_dict", {}).setdefault("val_bal_acc_best.max_value", self.val_bal_acc_best.max_value)
         if meta.class_names:
             self.class_names = list(meta.class_names)
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 
 from stainfree.callbacks.eval_report import EvalReport
-from stainfree.models.checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta
 from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
+from stainfree.tasks.resume import prepare_resume
 from stainfree.utils import runtime
 from stainfree.utils.cli import task_main
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -27,42 +27,6 @@ from stainfree.utils.task_wrapper import task_wrapper
 from stainfree.utils.wandb_identity import apply_sweep_identity
 
 log = get_logger(__name__)
-
-
-def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path=last``: this run folder's last.ckpt, else the newest last.ckpt of this task.
-
-    A killed run is resumed with the same command plus ``ckpt_path=last``; an explicit path
-    must exist.
-    """
-    ckpt = cfg.get("ckpt_path")
-    if not ckpt:
-        return None
-    if ckpt != "last":
-        if not Path(ckpt).is_file():
-            raise CheckpointError(f"ckpt_path={ckpt} does not exist; pass a .ckpt file or ckpt_path=last")
-        return str(ckpt)
-    own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if own.is_file():
-        return str(own)
-    task_root = Path(cfg.paths.log_dir) / cfg.task_name
-    candidates = sorted(task_root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise CheckpointError(
-            f"ckpt_path=last: no checkpoints/last.ckpt under {task_root}; pass the checkpoint file explicitly"
-        )
-    log.info("resuming from %s", candidates[-1])
-    return str(candidates[-1])
-
-
-def _resume_wandb(cfg: DictConfig, resumed: CheckpointMeta | None) -> None:
-    """Point the W&B logger at the run a resumed checkpoint came from."""
-    if resumed is None or "wandb" not in (cfg.get("logger") or {}):
-        return
-    if resumed.wandb_id:
-        with open_dict(cfg):
-            cfg.logger.wandb.id = resumed.wandb_id
-            cfg.logger.wandb.resume = "allow"
 
 
 def _wandb_id(trainer: pl.Trainer) -> str | None:
@@ -115,9 +79,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("seed %d", cfg.seed)
     check_config_values(cfg)
     check_accelerator(cfg)
-    ckpt_path = resolve_ckpt_path(cfg)
-    # a checkpoint train.py did not write is refused here, before any work starts
-    _resume_wandb(cfg, read_checkpoint_meta(ckpt_path) if ckpt_path else None)
+    # resume: THE run named (its folder, W&B run, same experiment/data/model), refused before any work starts
+    resume = prepare_resume(cfg, resolved_config(cfg))
     apply_sweep_identity(cfg)  # W&B: a sweep's jobs share a group, named by what differs
 
     # threads and loader workers together, before anything starts a thread pool
@@ -131,6 +94,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if resume is not None:
+        resume.restore_csv_history(trainer)  # before anything is logged
 
     resolved = resolved_config(cfg)
     model.run_metadata = dict(config=resolved, wandb_id=_wandb_id(trainer), runtime=chosen.as_dict())
@@ -139,9 +104,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=resume.ckpt if resume else None)
         adopt_csv_columns(trainer)
         metrics.update(_float_metrics(trainer.callback_metrics))
+        if "val/bal_acc_best" not in metrics and resume is not None:  # resumed a run whose epochs were all done
+            metrics["val/bal_acc_best"] = float(model.val_bal_acc_best.compute())
     if cfg.get("test", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
