@@ -174,7 +174,9 @@ def layout_boxes(height: int, width: int, spec: PreprocessSpec) -> np.ndarray:
     stride = int(layout.stride or window)
     if window > height or window > width:
         raise SpecError(f"a {width}x{height} image is smaller than the model's {window} px window "
-                        "(the region side it was trained on); use images at least that large")
+                        "(the region side it was trained on, stored in the checkpoint); use images at least "
+                        f"{window}x{window} px at the training magnification, or a checkpoint trained with a smaller "
+                        "data.window")
     origins = window_origins(height, width, window, stride)
     inner = float(np.floor(window / (1.0 + 2.0 * spec.region.margin) + 0.5)) if spec.region.margin else float(window)
     pad = np.floor((window - inner) / 2.0)

@@ -57,10 +57,17 @@ def heatmap_overlay(frame8: np.ndarray, boxes: np.ndarray, p_dead: np.ndarray, e
     return out
 
 
+LEGEND_MIN_WIDTH = 320  # narrower images are padded (white, right) so the key strip fits
+
+
 def add_legend(image_bgr: np.ndarray, caption: str, dead_label: str = "dead") -> np.ndarray:
     """``image_bgr`` with a key strip below it: the p(dead) colour bar, the grey "empty" swatch
-    and ``caption`` (image name, dead fraction), so the PNG reads on its own."""
+    and ``caption`` (image name, dead fraction), so the PNG reads on its own. An image narrower
+    than ``LEGEND_MIN_WIDTH`` is padded with white on the right to that width."""
     h, w = image_bgr.shape[:2]
+    if w < LEGEND_MIN_WIDTH:
+        pad = np.full((h, LEGEND_MIN_WIDTH - w, 3), 255, np.uint8)
+        image_bgr, w = np.hstack([image_bgr, pad]), LEGEND_MIN_WIDTH
     strip_h = max(36, w // 24)
     scale = strip_h / 60.0
     strip = np.full((strip_h, w, 3), 255, np.uint8)
