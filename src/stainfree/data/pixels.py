@@ -68,8 +68,12 @@ def to_8bit_with_range(image: np.ndarray, eight: EightBit) -> tuple[np.ndarray, 
         return image, (0.0, 255.0)
     lo, hi = stretch_range(image, eight)
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    out = (image.astype(np.float32) - np.float32(lo)) * np.float32(scale)
-    return np.clip(out, 0, 255).round().astype(np.uint8), (lo, hi)
+    out = image.astype(np.float32)  # in place from here: one float copy of a huge frame, not four
+    out -= np.float32(lo)
+    out *= np.float32(scale)
+    np.clip(out, 0, 255, out=out)
+    np.round(out, out=out)
+    return out.astype(np.uint8), (lo, hi)
 
 
 def load_source(path: str | os.PathLike, spec: PreprocessSpec, channel: str | int | None = None) -> np.ndarray:
