@@ -162,10 +162,10 @@ def test_predict_kill9_mid_run_then_resume_gives_the_same_csvs(tmp_path, window_
     raw = tmp_path / "raw"
     raw.mkdir()
     rng = np.random.default_rng(5)
-    for i in range(40):
-        tifffile.imwrite(raw / f"f{i:02d}.tif", rng.integers(0, 60000, (1024, 1024), dtype=np.uint16))
+    for i in range(16):
+        tifffile.imwrite(raw / f"f{i:02d}.tif", rng.integers(0, 60000, (512, 512), dtype=np.uint16))
     (raw / "broken.tif").write_bytes(b"II*\x00 not a tiff")
-    plate = _plate(tmp_path / "plate.csv", [f"f{i:02d}.tif" for i in range(40)])
+    plate = _plate(tmp_path / "plate.csv", [f"f{i:02d}.tif" for i in range(16)])
     predict(window_ckpt, raw, tmp_path / "full", plate_map=plate, device="cpu", progress=False, n_boot=200)
     out = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
@@ -183,10 +183,10 @@ def test_predict_kill9_mid_run_then_resume_gives_the_same_csvs(tmp_path, window_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     n_done = log.read_text().count("\n") - 1
-    assert 3 <= n_done < 40 and not (out / "images.csv").exists()
+    assert 3 <= n_done < 16 and not (out / "images.csv").exists()
     done = subprocess.run(cmd + ["resume=true"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "predicted 40/41 image(s) (" in done.stdout and "done by the earlier run" in done.stdout
+    assert "predicted 16/17 image(s) (" in done.stdout and "done by the earlier run" in done.stdout
     for name in FINAL_FILES:
         assert (out / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
 

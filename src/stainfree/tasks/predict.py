@@ -97,13 +97,7 @@ def predict(
     started = time.perf_counter()
     out_dir = Path(output_dir)
     checkpoint = read_checkpoint_meta(ckpt_path)  # a missing or foreign checkpoint stops here
-    root = Path(input)
-    if not root.exists():
-        raise PredictError(f"input={input}: no such file or folder; pass a raw image or a folder of them")
-    paths = list_images(root)
-    if not paths:
-        raise PredictError(f"input={input}: no PNG/JPG/TIFF images found (searched recursively)")
-    names = image_names(root, paths)
+    root, paths, names = _inputs(input)
     plate = read_plate_map(plate_map) if plate_map else None  # fail before hours of inference
     if plate is not None:
         match_images(plate, names, plate_map)  # ambiguous or unmatched entries: refused now, not at the end
@@ -116,7 +110,7 @@ def predict(
     identity = dict(checkpoint_sha256=file_sha256(checkpoint.path), input=str(root.resolve()),
                     class_names=model.class_names, dead_class=model.class_names[model.dead],
                     preprocess=meta["preprocess"], precision=str(model.amp_dtype), device=model.device.type,
-                    overlays=overlays)
+                    overlays=overlays)  # what a resumed run must share: everything that changes a number
     with ResultsLog(out_dir, identity, resume) as log:
         todo = [i for i, name in enumerate(names) if name not in log.done]
         summary.n_resumed = len(paths) - len(todo)
@@ -127,7 +121,7 @@ def predict(
             for item in tqdm(frames, total=len(todo), desc="predict", unit="frame", disable=not progress):
                 _predict_item(item, model, log, out_dir / "overlays", overlay_files, log.resumed, summary)
         summary.loop_seconds = time.perf_counter() - loop_start
-        _write_results(log, summary, plate, plate_map, n_boot, seed, overlays)
+        _write_results(log, names, summary, plate, plate_map, n_boot, seed, overlays)
     summary.seconds = time.perf_counter() - started
     summary.files["summary"] = write_json(out_dir / "summary.json",
                                            dict(summary.to_dict(), ckpt_path=str(ckpt_path), resumed=log.resumed,
@@ -139,8 +133,20 @@ def predict(
     return summary
 
 
+def _inputs(input: str | os.PathLike) -> tuple[Path, list[Path], list[str]]:  # noqa: A002
+    """The input root, its image files (sorted) and their names as the CSVs show them."""
+    root = Path(input)
+    if not root.exists():
+        raise PredictError(f"input={input}: no such file or folder; pass a raw image or a folder of them")
+    paths = list_images(root)
+    if not paths:
+        raise PredictError(f"input={input}: no PNG/JPG/TIFF images found (searched recursively)")
+    return root, paths, image_names(root, paths)
+
+
 def _load(checkpoint, device: str, precision: str, batch_size: int,
           positive_class: str | None) -> tuple[_Model, dict[str, Any]]:
+    """The checkpoint's model on its device, and its predict metadata (classes, preprocess, trust blocks)."""
     dev = resolve_device(device)
     net, meta = load_model(checkpoint, dev)
     amp_dtype = autocast_dtype(precision, dev)
@@ -188,11 +194,18 @@ def _save_overlay(file: Path, tiles: Tiles, probs: np.ndarray, row: dict[str, An
     save_overlay(file if replace else unique_path(file), add_legend(overlay, caption, dead_label=dead))
 
 
-def _write_results(log: ResultsLog, summary: PredictSummary, plate: pd.DataFrame | None,
+def _write_results(log: ResultsLog, names: list[str], summary: PredictSummary, plate: pd.DataFrame | None,
                    plate_map: str | os.PathLike | None, n_boot: int, seed: int, overlays: bool) -> None:
     """The final tables, from the complete log (so a resumed run writes what an uninterrupted one would)."""
     images, patches, failed = log.tables()
+    failed = failed[failed["image"].isin(names)]
     out_dir = log.out_dir
+    if images is not None and not images["image"].isin(names).all():  # removed from input since the killed run
+        gone = sorted(set(images["image"]) - set(names))
+        summary.warnings.append(f"{len(gone)} logged image(s) are no longer in the input and were left out: {gone[:5]}")
+        images = images[images["image"].isin(names)].reset_index(drop=True)
+        patches = patches[patches["image"].isin(names)].reset_index(drop=True)
+        images = images if len(images) else None
     summary.failures = failed.to_dict("records")
     failed_file = log.write_failures(failed)
     if failed_file:
