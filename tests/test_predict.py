@@ -16,7 +16,9 @@ import tifffile
 import torch
 from torch.utils.data import DataLoader
 
+from stainfree.inference.overlay import LEGEND_MIN_WIDTH
 from stainfree.inference.predictor import PredictError
+from stainfree.inference.results_log import ResumeError
 from stainfree.models.checkpoint import CheckpointError
 from stainfree.models.classifier import LiveDeadClassifier
 from stainfree.tasks.predict import predict
@@ -74,7 +76,7 @@ def test_predict_folder_reports_corrupt_file_and_never_overwrites(tmp_path, grid
     summary = predict(grid_ckpt, tmp_path / "raw", out, batch_size=3, device="cpu", progress=False, n_boot=200)
     assert summary.n_images == 5 and summary.n_ok == 4
     assert [f["image"] for f in summary.failures] == ["broken.tif"]
-    assert "broken.tif" in summary.failures[0]["error"] and "broken.tif" in summary.report()
+    assert "broken.tif" in summary.failures[0]["reason"] and "broken.tif" in summary.report()
     patches = pd.read_csv(out / "patches.csv")
     assert list(patches.columns) == ["image", "y", "x", "empty", "p(live)", "p(dead)", "predicted"]
     assert len(patches) == 4 * 4 and set(patches["image"]) == {"f0.tif", "f1.tif", "rgb.png", "sub/g.jpg"}
@@ -90,16 +92,23 @@ def test_predict_folder_reports_corrupt_file_and_never_overwrites(tmp_path, grid
     overlays = sorted(p.name for p in (out / "overlays").iterdir())
     assert overlays == ["f0_heatmap.png", "f1_heatmap.png", "rgb_heatmap.png", "sub__g_heatmap.png"]
     overlay = cv2.imread(str(out / "overlays" / "f0_heatmap.png"))
-    # the frame's own size plus a key strip (colour bar, "empty" swatch, caption) below it
-    assert overlay.shape[1:] == (128, 3) and overlay.shape[0] > 96
-    assert (overlay[96:] == 255).mean() > 0.5 and not (overlay[:96] == 255).all()
-    assert pd.read_csv(out / "failed.csv")["image"].tolist() == ["broken.tif"]
+    # the frame (padded white on the right to the key's 320 px) plus a key strip (colour bar, "empty"
+    # swatch, caption) below it
+    assert overlay.shape[1:] == (LEGEND_MIN_WIDTH, 3) and overlay.shape[0] > 96
+    assert (overlay[96:] == 255).mean() > 0.5 and not (overlay[:96, :128] == 255).all()
+    assert (overlay[:96, 128:] == 255).all()
+    failed = pd.read_csv(out / "failed.csv")
+    assert list(failed.columns) == ["image", "reason"] and failed["image"].tolist() == ["broken.tif"]
     first = (out / "patches.csv").read_bytes()
-    again = predict(grid_ckpt, tmp_path / "raw", out, device="cpu", progress=False, n_boot=200)
+    # the same folder again without resume=true: refused, nothing touched
+    with pytest.raises(ResumeError, match=r"already holds a predict run.*resume=true"):
+        predict(grid_ckpt, tmp_path / "raw", out, device="cpu", progress=False, n_boot=200)
+    assert (out / "patches.csv").read_bytes() == first
+    # resume=true on a finished run: nothing left to do, its result files are kept, fresh names are used
+    again = predict(grid_ckpt, tmp_path / "raw", out, device="cpu", progress=False, n_boot=200, resume=True)
+    assert again.n_resumed == 4 and again.n_ok == 4
     assert again.files["patches"].endswith("patches_1.csv") and (out / "patches.csv").read_bytes() == first
-    assert (out / "overlays" / "f0_heatmap_1.png").is_file()
-    # same inputs, same model -> same numbers
-    pd.testing.assert_frame_equal(pd.read_csv(out / "patches_1.csv"), patches)
+    assert (out / "patches_1.csv").read_bytes() == first and not (out / "overlays" / "f0_heatmap_1.png").exists()
 
 
 def test_predict_plate_map_wells_dose_response_and_zprime(tmp_path, grid_ckpt):

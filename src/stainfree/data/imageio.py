@@ -31,6 +31,8 @@ def read_image(path: str | os.PathLike, grey: bool = True) -> np.ndarray:
         raise ImageReadError(
             f"{path}: unsupported image type '{path.suffix}'; convert it to PNG, JPG or TIFF"
         )
+    if path.suffix.lower() in (".tif", ".tiff"):
+        _check_single_plane(path)
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None and path.suffix.lower() in (".tif", ".tiff"):
         try:
@@ -49,6 +51,9 @@ def read_image(path: str | os.PathLike, grey: bool = True) -> np.ndarray:
         else:
             raise ImageReadError(f"{path}: pixel type {image.dtype} is not supported; save as 8/16-bit")
     if image.ndim == 3:
+        if image.shape[2] not in (3, 4):  # averaging e.g. BF + fluorescence planes would be silent garbage
+            raise ImageReadError(f"{path}: has {image.shape[2]} channels (shape {image.shape}); stainfree reads grey, "
+                                 "RGB or RGBA images: save the transmitted-light plane as its own file")
         if image.shape[2] == 4:
             image = image[:, :, :3]
         if grey:
@@ -56,6 +61,21 @@ def read_image(path: str | os.PathLike, grey: bool = True) -> np.ndarray:
     elif image.ndim != 2:
         raise ImageReadError(f"{path}: expected a 2-D image, got shape {image.shape}; save one plane per file")
     return np.ascontiguousarray(image)
+
+
+def _check_single_plane(path: Path) -> None:
+    """A multi-page or multi-channel TIFF is not one grey/RGB picture: cv2 would silently decode its
+    first page (or misread its samples), so it is refused unless a channel is chosen."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            shape = tuple(d for d in tif.series[0].shape if d != 1)
+    except Exception:  # noqa: BLE001 - unreadable files get read_image's own error below
+        return
+    if len(shape) > 3 or (len(shape) == 3 and shape[-1] not in (3, 4)):
+        raise ImageReadError(f"{path}: a stack of shape {shape}, not one grey or RGB plane; save the "
+                             "transmitted-light plane as its own file (training: or set data.channel)")
 
 
 def read_channel(path: str | os.PathLike, channel: int) -> np.ndarray:

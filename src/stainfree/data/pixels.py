@@ -68,8 +68,12 @@ def to_8bit_with_range(image: np.ndarray, eight: EightBit) -> tuple[np.ndarray, 
         return image, (0.0, 255.0)
     lo, hi = stretch_range(image, eight)
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    out = (image.astype(np.float32) - np.float32(lo)) * np.float32(scale)
-    return np.clip(out, 0, 255).round().astype(np.uint8), (lo, hi)
+    out = image.astype(np.float32)  # in place from here: one float copy of a huge frame, not four
+    out -= np.float32(lo)
+    out *= np.float32(scale)
+    np.clip(out, 0, 255, out=out)
+    np.round(out, out=out)
+    return out.astype(np.uint8), (lo, hi)
 
 
 def load_source(path: str | os.PathLike, spec: PreprocessSpec, channel: str | int | None = None) -> np.ndarray:
@@ -174,7 +178,9 @@ def layout_boxes(height: int, width: int, spec: PreprocessSpec) -> np.ndarray:
     stride = int(layout.stride or window)
     if window > height or window > width:
         raise SpecError(f"a {width}x{height} image is smaller than the model's {window} px window "
-                        "(the region side it was trained on); use images at least that large")
+                        "(the region side it was trained on, stored in the checkpoint); use images at least "
+                        f"{window}x{window} px at the training magnification, or a checkpoint trained with a smaller "
+                        "data.window")
     origins = window_origins(height, width, window, stride)
     inner = float(np.floor(window / (1.0 + 2.0 * spec.region.margin) + 0.5)) if spec.region.margin else float(window)
     pad = np.floor((window - inner) / 2.0)

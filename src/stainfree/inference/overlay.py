@@ -23,15 +23,19 @@ def _colormap_lut(name: str = "RdYlGn_r") -> np.ndarray:
     return rgb[:, ::-1].copy()
 
 
+OVERLAY_MAX_SIDE = 2048  # larger frames are drawn downscaled: an 8000 px overlay costs ~2 GB and a minute
+
+
 def heatmap_overlay(frame8: np.ndarray, boxes: np.ndarray, p_dead: np.ndarray, empty: np.ndarray,
-                    alpha: float = 0.45) -> np.ndarray:
+                    alpha: float = 0.45, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
     """BGR uint8 image: ``frame8`` (grey uint8 HxW) blended with mean p(dead) per pixel.
 
     ``boxes`` is [N, 4] (y, x, h, w) in frame pixels; ``p_dead`` [N] (NaN for empty patches);
-    ``empty`` [N] bool.
+    ``empty`` [N] bool. A frame whose longer side exceeds ``max_side`` is drawn scaled down to it.
     """
     if frame8.dtype != np.uint8 or frame8.ndim != 2:
         raise ValueError(f"heatmap_overlay needs a 2-D uint8 frame, got {frame8.dtype} {frame8.shape}")
+    frame8, boxes = _fit(frame8, np.asarray(boxes), max_side)
     h, w = frame8.shape
     total = np.zeros((h, w), np.float32)
     count = np.zeros((h, w), np.float32)
@@ -57,10 +61,29 @@ def heatmap_overlay(frame8: np.ndarray, boxes: np.ndarray, p_dead: np.ndarray, e
     return out
 
 
+LEGEND_MIN_WIDTH = 320  # narrower images are padded (white, right) so the key strip fits
+
+
+def _fit(frame8: np.ndarray, boxes: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """``frame8`` and its (y, x, h, w) boxes scaled so the longer side is at most ``max_side``."""
+    scale = max_side / max(frame8.shape)
+    if scale >= 1:
+        return frame8, boxes
+    size = (max(1, round(frame8.shape[1] * scale)), max(1, round(frame8.shape[0] * scale)))
+    small = cv2.resize(frame8, size, interpolation=cv2.INTER_AREA)
+    yx = np.floor(boxes[:, :2] * scale + 0.5)
+    hw = np.maximum(np.floor((boxes[:, :2] + boxes[:, 2:]) * scale + 0.5) - yx, 1)
+    return small, np.hstack([yx, hw]).astype(np.int64)
+
+
 def add_legend(image_bgr: np.ndarray, caption: str, dead_label: str = "dead") -> np.ndarray:
     """``image_bgr`` with a key strip below it: the p(dead) colour bar, the grey "empty" swatch
-    and ``caption`` (image name, dead fraction), so the PNG reads on its own."""
+    and ``caption`` (image name, dead fraction), so the PNG reads on its own. An image narrower
+    than ``LEGEND_MIN_WIDTH`` is padded with white on the right to that width."""
     h, w = image_bgr.shape[:2]
+    if w < LEGEND_MIN_WIDTH:
+        pad = np.full((h, LEGEND_MIN_WIDTH - w, 3), 255, np.uint8)
+        image_bgr, w = np.hstack([image_bgr, pad]), LEGEND_MIN_WIDTH
     strip_h = max(36, w // 24)
     scale = strip_h / 60.0
     strip = np.full((strip_h, w, 3), 255, np.uint8)

@@ -103,17 +103,18 @@ def match_images(plate: pd.DataFrame, images: list[str], plate_path: str | os.Pa
     """Attach each predicted image (relative path) to its plate-map row.
 
     Plate maps are written by hand, so an entry may name the relative path, the file name or the
-    stem; all three are tried. Returns the plate rows with a new column ``image_key`` (the
-    predicted image's name as used in images.csv); unmatched plate rows are dropped and listed in
-    ``attrs['unmatched']`` so the caller can report them.
+    stem; tried in that order. A file name or stem shared by images in two sub-folders is
+    ambiguous and refused (one line naming both; write the relative path), never matched to the
+    first. Returns the plate rows with a new column ``image_key`` (the predicted image's name as
+    used in images.csv); unmatched plate rows are dropped and listed in ``attrs['unmatched']`` so
+    the caller can report them.
     """
-    lookup: dict[str, str] = {}
+    lookup: dict[str, list[str]] = {}
     for key in images:
         p = Path(key)
-        for alias in (p.as_posix(), p.name, p.stem):
-            lookup.setdefault(alias, key)
-    keys = [lookup.get(Path(entry).as_posix()) or lookup.get(Path(entry).name) or lookup.get(Path(entry).stem)
-            for entry in plate["image"]]
+        for alias in dict.fromkeys((p.as_posix(), p.name, p.stem)):
+            lookup.setdefault(alias, []).append(key)
+    keys = [_lookup_entry(str(entry), lookup, plate_path) for entry in plate["image"]]
     out = plate.assign(image_key=keys)
     unmatched = out.loc[out["image_key"].isna(), "image"].tolist()
     out = out.dropna(subset=["image_key"]).reset_index(drop=True)
@@ -124,3 +125,20 @@ def match_images(plate: pd.DataFrame, images: list[str], plate_path: str | os.Pa
         )
     out.attrs["unmatched"] = unmatched
     return out
+
+
+def _lookup_entry(entry: str, lookup: dict[str, list[str]], plate_path: str | os.PathLike) -> str | None:
+    """The one image a plate-map entry names (exact relative path first), None if none."""
+    p = Path(entry)
+    exact = lookup.get(p.as_posix(), [])
+    if p.as_posix() in exact:
+        return p.as_posix()
+    for alias in (p.as_posix(), p.name, p.stem):
+        found = sorted(set(lookup.get(alias, [])))
+        if len(found) > 1:
+            raise PlateMapError(f"{plate_path}: entry '{entry}' matches {len(found)} images ({', '.join(found[:4])}"
+                                f"{' ...' if len(found) > 4 else ''}); write the path relative to the input folder, "
+                                f"e.g. {found[0]}")
+        if found:
+            return found[0]
+    return None

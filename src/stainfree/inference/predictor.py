@@ -21,6 +21,9 @@ from stainfree.models.checkpoint import CheckpointMeta
 from stainfree.utils import runtime
 from stainfree.utils.errors import UserError
 
+# image_row columns the per-well statistics need but images.csv does not show
+INTERNAL_COLUMNS = ("sum_p_dead",)
+
 
 class PredictError(UserError):
     """The prediction run as a whole cannot proceed; the message says what to fix."""
@@ -33,6 +36,7 @@ class PredictSummary:
     output_dir: Path
     n_images: int = 0
     n_ok: int = 0
+    n_resumed: int = 0  # of n_ok, images an earlier (killed) run had finished: read from its log
     n_patches: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
@@ -43,22 +47,23 @@ class PredictSummary:
     @property
     def frames_per_second(self) -> float:
         """Throughput of the read -> tile -> classify -> write loop (model loading excluded)."""
-        return self.n_ok / self.loop_seconds if self.loop_seconds > 0 else math.nan
+        return (self.n_ok - self.n_resumed) / self.loop_seconds if self.loop_seconds > 0 else math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return dict(output_dir=str(self.output_dir), n_images=self.n_images, n_ok=self.n_ok,
-                    n_failed=len(self.failures), n_patches=self.n_patches, failures=self.failures,
+                    n_resumed=self.n_resumed, n_failed=len(self.failures), n_patches=self.n_patches, failures=self.failures,
                     files=self.files, warnings=self.warnings, seconds=round(self.seconds, 3),
                     loop_seconds=round(self.loop_seconds, 3),
                     frames_per_second=round(self.frames_per_second, 3) if self.n_ok else None)
 
     def report(self) -> str:
         """Human summary printed at the end of a run."""
-        lines = [f"predicted {self.n_ok}/{self.n_images} image(s), {self.n_patches} patches, "
+        resumed = f" ({self.n_resumed} done by the earlier run)" if self.n_resumed else ""
+        lines = [f"predicted {self.n_ok}/{self.n_images} image(s){resumed}, {self.n_patches} patches, "
                  f"{self.frames_per_second:.2f} frames/s -> {self.output_dir}"]
         if self.failures:
-            lines.append(f"{len(self.failures)} file(s) skipped:")
-            lines += [f"  {f['image']}: {f['error']}" for f in self.failures]
+            lines.append(f"{len(self.failures)} file(s) failed (listed in failed.csv), the run went on:")
+            lines += [f"  {f['image']}: {f['reason']}" for f in self.failures]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -143,8 +148,13 @@ class FrameDataset(Dataset):
             tiles = self.tiler(self.paths[i])  # read by the checkpoint's spec (channel, 8-bit rule)
             return dict(name=self.names[i], tiles=tiles, error=None)
         except Exception as exc:  # noqa: BLE001 - recorded per file and reported in the summary
-            message = str(exc) if str(self.paths[i]) in str(exc) else f"{self.paths[i]}: {exc}"
-            return dict(name=self.names[i], tiles=None, error=message)
+            return dict(name=self.names[i], tiles=None, error=failure_reason(self.paths[i], exc))
+
+
+def failure_reason(path: Path, exc: BaseException) -> str:
+    """One line for failed.csv that names the file, whatever raised."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return message if str(path) in message else f"{path}: {message}"
 
 
 def image_names(root: Path, paths: list[Path]) -> list[str]:
@@ -199,6 +209,8 @@ def patch_table(name: str, tiles: Tiles, probs: np.ndarray, class_names: list[st
 
 
 def image_row(name: str, tiles: Tiles, probs: np.ndarray, dead: int) -> dict[str, Any]:
+    """THE per-image result (one row of images.csv, plus ``INTERNAL_COLUMNS``): the results log and
+    every table are generic over its keys, so a new per-image column is added here only."""
     keep = ~tiles.empty
     used = int(keep.sum())
     n_dead = int((probs[keep].argmax(axis=1) == dead).sum()) if used else 0
@@ -212,3 +224,18 @@ def image_row(name: str, tiles: Tiles, probs: np.ndarray, dead: int) -> dict[str
 def flat_name(name: str) -> str:
     """Relative image path -> one file name (sub/a.tif -> sub__a)."""
     return Path(name).with_suffix("").as_posix().replace("/", "__")
+
+
+def overlay_names(names: list[str]) -> dict[str, str]:
+    """Image name -> its overlay's file name, unique over the whole input (sub/a.tif and sub__a.png
+    -> sub__a_heatmap.png, sub__a_1_heatmap.png in input order), so a resumed run names each
+    image's overlay as the killed run did."""
+    taken: set[str] = set()
+    out = {}
+    for name in names:
+        stem, k = flat_name(name), 0
+        while (file := f"{stem}{f'_{k}' if k else ''}_heatmap.png") in taken:
+            k += 1
+        taken.add(file)
+        out[name] = file
+    return out

@@ -1,14 +1,16 @@
 """The predict task: raw frames + a checkpoint -> per-patch, per-image and (with a plate map) per-well results.
 
 A folder of raw frames is a user's real data, so one bad file must never cost the whole run:
-each file's failure is recorded and reported at the end, and the run fails only when nothing
-could be processed. Reading and tiling run in DataLoader workers so the accelerator is not kept
-waiting on the CPU. ``main`` is what ``predict.py`` runs.
+each file's failure goes to failed.csv at once and the run goes on; it fails only when nothing
+could be processed. Every finished image is logged to disk as it finishes, so a killed run loses
+nothing and continues with ``resume=true`` (inference/results_log.py). Reading and tiling run in
+DataLoader workers so the accelerator is not kept waiting on the CPU. ``main`` is what ``predict.py`` runs.
 """
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +21,45 @@ from omegaconf import DictConfig
 
 from stainfree.data.imageio import list_images
 from stainfree.inference.predictor import (
+    INTERNAL_COLUMNS,
     FrameDataset,
     PredictError,
     PredictSummary,
     autocast_dtype,
     classify,
     dead_class_index,
-    flat_name,
+    failure_reason,
     image_names,
     image_row,
     iter_frames,
     load_model,
+    overlay_names,
     patch_table,
     resolve_device,
 )
+from stainfree.inference.results_log import ResultsLog, file_sha256
 from stainfree.inference.tiling import Tiles, build_tiler
 from stainfree.inference.writers import write_csv, write_json
 from stainfree.models.checkpoint import read_checkpoint_meta
 from stainfree.utils import runtime
 from stainfree.utils.atomic import unique_path
 from stainfree.utils.cli import task_main
+
+
+@dataclass
+class _Model:
+    """What classifying one frame needs: the model, where and how it runs, and the class layout."""
+
+    net: torch.nn.Module
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    batch_size: int
+    class_names: list[str]
+    dead: int
+
+    @property
+    def prob_cols(self) -> list[str]:
+        return [f"p({c})" for c in self.class_names]
 
 
 def predict(
@@ -55,99 +76,152 @@ def predict(
     n_boot: int = 2000,
     seed: int = 0,
     progress: bool = True,
+    resume: bool = False,
 ) -> PredictSummary:
     """Run the whole prediction; returns the summary (also written as summary.json).
 
-    Raises a :class:`~stainfree.utils.errors.UserError` (``CheckpointError``, :class:`PredictError`,
-    ``PlateMapError``) before any work when the checkpoint/input/plate map is unusable,
-    and after the loop when no image at all could be processed.
+    Each image's rows are appended to the folder's results log as soon as it is classified (see
+    :mod:`~stainfree.inference.results_log`); ``resume=True`` continues the run already in
+    ``output_dir``. Raises a :class:`~stainfree.utils.errors.UserError` (``CheckpointError``,
+    :class:`PredictError`, ``PlateMapError``, ``ResumeError``) before any work when the
+    checkpoint/input/plate map/folder is unusable, and after the loop when no image at all could be
+    processed; one bad image only adds a row to failed.csv.
     """
     from tqdm.auto import tqdm
 
-    from stainfree.inference.overlay import add_legend, heatmap_overlay, save_overlay
-    from stainfree.inference.platemap import read_plate_map
+    from stainfree.inference.platemap import match_images, read_plate_map
+    from stainfree.inference.results_log import ResultsLog
 
     if batch_size < 1:
         raise PredictError(f"batch_size={batch_size}: must be >= 1")
     started = time.perf_counter()
     out_dir = Path(output_dir)
     checkpoint = read_checkpoint_meta(ckpt_path)  # a missing or foreign checkpoint stops here
+    root, paths, names = _inputs(input)
+    plate = read_plate_map(plate_map) if plate_map else None  # fail before hours of inference
+    if plate is not None:
+        match_images(plate, names, plate_map)  # ambiguous or unmatched entries: refused now, not at the end
+    model, meta = _load(checkpoint, device, precision, batch_size, positive_class)
+    tiler = build_tiler(meta["preprocess"])
+    summary = PredictSummary(output_dir=out_dir, n_images=len(paths))
+    if meta.get("preprocess_rebuilt"):
+        summary.warnings.append(f"{ckpt_path} has no stored preprocess settings; they were rebuilt from its data "
+                                "config (retrain with the current train.py to store them)")
+    identity = dict(checkpoint_sha256=file_sha256(checkpoint.path), input=str(root.resolve()),
+                    class_names=model.class_names, dead_class=model.class_names[model.dead],
+                    preprocess=meta["preprocess"], precision=str(model.amp_dtype), device=model.device.type,
+                    overlays=overlays)  # what a resumed run must share: everything that changes a number
+    with ResultsLog(out_dir, identity, resume) as log:
+        todo = [i for i, name in enumerate(names) if name not in log.done]
+        summary.n_resumed = len(paths) - len(todo)
+        overlay_files = overlay_names(names) if overlays else {}
+        loop_start = time.perf_counter()
+        frames = iter_frames(FrameDataset([paths[i] for i in todo], [names[i] for i in todo], tiler), num_workers)
+        with torch.inference_mode():
+            for item in tqdm(frames, total=len(todo), desc="predict", unit="frame", disable=not progress):
+                _predict_item(item, model, log, out_dir / "overlays", overlay_files, log.resumed, summary)
+        summary.loop_seconds = time.perf_counter() - loop_start
+        _write_results(log, names, summary, plate, plate_map, n_boot, seed, overlays)
+    summary.seconds = time.perf_counter() - started
+    summary.files["summary"] = write_json(out_dir / "summary.json",
+                                           dict(summary.to_dict(), ckpt_path=str(ckpt_path), resumed=log.resumed,
+                                                class_names=model.class_names,
+                                                dead_class=model.class_names[model.dead], device=str(model.device)))
+    if summary.n_ok == 0:
+        raise PredictError(f"none of the {len(paths)} image(s) under {input} could be processed (see "
+                           f"{summary.files.get('failed', 'failed.csv')}); first error: {summary.failures[0]['reason']}")
+    return summary
+
+
+def _inputs(input: str | os.PathLike) -> tuple[Path, list[Path], list[str]]:  # noqa: A002
+    """The input root, its image files (sorted) and their names as the CSVs show them."""
     root = Path(input)
     if not root.exists():
         raise PredictError(f"input={input}: no such file or folder; pass a raw image or a folder of them")
     paths = list_images(root)
     if not paths:
         raise PredictError(f"input={input}: no PNG/JPG/TIFF images found (searched recursively)")
-    plate = read_plate_map(plate_map) if plate_map else None  # fail before hours of inference
+    return root, paths, image_names(root, paths)
+
+
+def _load(checkpoint, device: str, precision: str, batch_size: int,
+          positive_class: str | None) -> tuple[_Model, dict[str, Any]]:
+    """The checkpoint's model on its device, and its predict metadata (classes, preprocess, trust blocks)."""
     dev = resolve_device(device)
-    model, meta = load_model(checkpoint, dev)
+    net, meta = load_model(checkpoint, dev)
     amp_dtype = autocast_dtype(precision, dev)
     if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)
     class_names = [str(c) for c in meta["class_names"]]
-    dead = dead_class_index(class_names, positive_class)
-    tiler = build_tiler(meta["preprocess"])
-    names = image_names(root, paths)
-    summary = PredictSummary(output_dir=out_dir, n_images=len(paths))
-    if meta.get("preprocess_rebuilt"):
-        summary.warnings.append(f"{ckpt_path} has no stored preprocess settings; they were rebuilt from its data "
-                                "config (retrain with the current train.py to store them)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    overlay_dir = out_dir / "overlays"
-    patch_rows: list[pd.DataFrame] = []
-    image_rows: list[dict[str, Any]] = []
-    prob_cols = [f"p({c})" for c in class_names]
-    loop_start = time.perf_counter()
-    with torch.inference_mode():
-        for item in tqdm(iter_frames(FrameDataset(paths, names, tiler), num_workers), total=len(paths),
-                         desc="predict", unit="frame", disable=not progress):
-            if item["error"] is not None:
-                summary.failures.append(dict(image=item["name"], error=item["error"]))
-                continue
-            tiles: Tiles = item["tiles"]
-            probs = np.full((len(tiles.empty), len(class_names)), np.nan, np.float32)
-            keep = ~tiles.empty
-            if keep.any():
-                probs[keep] = classify(model, tiles.patches[keep], dev, batch_size, amp_dtype)
-            table = patch_table(item["name"], tiles, probs, class_names, prob_cols)
-            patch_rows.append(table)
-            image_rows.append(image_row(item["name"], tiles, probs, dead))
-            if overlays:
-                overlay = heatmap_overlay(tiles.frame8, tiles.boxes, probs[:, dead], tiles.empty)
-                row = image_rows[-1]
-                caption = (f"{item['name']}: {row['n_dead']}/{row['n_patches'] - row['n_empty']} patches "
-                           f"{class_names[dead]} ({row['n_empty']} empty)")
-                overlay = add_legend(overlay, caption, dead_label=class_names[dead])
-                file = unique_path(overlay_dir / f"{flat_name(item['name'])}_heatmap.png")
-                save_overlay(file, overlay)
-            summary.n_ok += 1
-            summary.n_patches += len(tiles.empty)
-    summary.loop_seconds = time.perf_counter() - loop_start
-    summary.seconds = time.perf_counter() - started
-    if summary.n_ok == 0:
-        write_json(out_dir / "summary.json", summary.to_dict())
-        raise PredictError(
-            f"none of the {len(paths)} image(s) under {input} could be processed; first error: "
-            f"{summary.failures[0]['error']}"
-        )
-    patches = pd.concat(patch_rows, ignore_index=True)
-    images = pd.DataFrame(image_rows)
+    return _Model(net, dev, amp_dtype, batch_size, class_names, dead_class_index(class_names, positive_class)), meta
+
+
+def _predict_item(item: dict[str, Any], model: _Model, log: ResultsLog, overlay_dir: Path,
+                  overlay_files: dict[str, str], replace_overlays: bool, summary: PredictSummary) -> None:
+    """Classify one read frame and log it at once; any failure of this one image goes to failed.csv."""
+    name = item["name"]
+    if item["error"] is not None:
+        log.append_failure(name, item["error"])
+        return
+    tiles: Tiles = item["tiles"]
+    try:
+        probs = np.full((len(tiles.empty), len(model.class_names)), np.nan, np.float32)
+        keep = ~tiles.empty
+        if keep.any():
+            probs[keep] = classify(model.net, tiles.patches[keep], model.device, model.batch_size, model.amp_dtype)
+        table = patch_table(name, tiles, probs, model.class_names, model.prob_cols)
+        row = image_row(name, tiles, probs, model.dead)
+    except Exception as exc:  # noqa: BLE001 - one image's failure is recorded, the run goes on
+        log.append_failure(name, failure_reason(Path(name), exc))
+        return
+    if overlay_files:
+        try:
+            _save_overlay(overlay_dir / overlay_files[name], tiles, probs, row, model, replace_overlays)
+        except Exception as exc:  # noqa: BLE001 - the numbers stand without their picture
+            summary.warnings.append(f"{name}: overlay not drawn ({' '.join(str(exc).split())})")
+    log.append_image(row, table)  # after the overlay: a logged image is complete
+
+
+def _save_overlay(file: Path, tiles: Tiles, probs: np.ndarray, row: dict[str, Any], model: _Model,
+                  replace: bool) -> None:
+    """overlays/<image>_heatmap.png; a resumed run replaces the one a kill left for an unlogged image."""
+    from stainfree.inference.overlay import add_legend, heatmap_overlay, save_overlay
+
+    dead = model.class_names[model.dead]
+    overlay = heatmap_overlay(tiles.frame8, tiles.boxes, probs[:, model.dead], tiles.empty)
+    caption = (f"{row['image']}: {row['n_dead']}/{row['n_patches'] - row['n_empty']} patches {dead} "
+               f"({row['n_empty']} empty)")
+    save_overlay(file if replace else unique_path(file), add_legend(overlay, caption, dead_label=dead))
+
+
+def _write_results(log: ResultsLog, names: list[str], summary: PredictSummary, plate: pd.DataFrame | None,
+                   plate_map: str | os.PathLike | None, n_boot: int, seed: int, overlays: bool) -> None:
+    """The final tables, from the complete log (so a resumed run writes what an uninterrupted one would)."""
+    images, patches, failed = log.tables()
+    failed = failed[failed["image"].isin(names)]
+    out_dir = log.out_dir
+    if images is not None and not images["image"].isin(names).all():  # removed from input since the killed run
+        gone = sorted(set(images["image"]) - set(names))
+        summary.warnings.append(f"{len(gone)} logged image(s) are no longer in the input and were left out: {gone[:5]}")
+        images = images[images["image"].isin(names)].reset_index(drop=True)
+        patches = patches[patches["image"].isin(names)].reset_index(drop=True)
+        images = images if len(images) else None
+    summary.failures = failed.to_dict("records")
+    failed_file = log.write_failures(failed)
+    if failed_file:
+        summary.files["failed"] = failed_file
+    if images is None:
+        return
+    summary.n_ok, summary.n_patches = len(images), len(patches) if patches is not None else 0
     summary.files["patches"] = write_csv(out_dir / "patches.csv", patches)
-    summary.files["images"] = write_csv(out_dir / "images.csv", images.drop(columns=["sum_p_dead"]))
+    summary.files["images"] = write_csv(out_dir / "images.csv", images.drop(columns=list(INTERNAL_COLUMNS)))
     if overlays:
-        summary.files["overlays"] = str(overlay_dir)
-    if summary.failures:
-        summary.files["failed"] = write_csv(out_dir / "failed.csv", pd.DataFrame(summary.failures))
+        summary.files["overlays"] = str(out_dir / "overlays")
     if plate is not None:
         from stainfree.inference.plate_report import plate_report
 
         summary.files.update(plate_report(plate, images, out_dir, plate_map, summary.warnings,
                                           n_boot=n_boot, seed=seed))
-    summary.files["summary"] = write_json(out_dir / "summary.json",
-                                           dict(summary.to_dict(), ckpt_path=str(ckpt_path),
-                                                class_names=class_names, dead_class=class_names[dead],
-                                                device=str(dev)))
-    return summary
 
 
 @task_main("predict")
@@ -158,7 +232,7 @@ def main(cfg: DictConfig) -> None:
     summary = predict(
         ckpt_path=cfg.ckpt_path,
         input=cfg.input,
-        output_dir=cfg.paths.output_dir,
+        output_dir=_output_dir(cfg),
         plate_map=cfg.get("plate_map"),
         batch_size=int(cfg.batch_size),
         device=str(cfg.device),
@@ -169,5 +243,16 @@ def main(cfg: DictConfig) -> None:
         n_boot=int(cfg.n_boot),
         seed=int(cfg.seed),
         progress=bool(cfg.progress),
+        resume=bool(cfg.get("resume", False)),
     )
     print(summary.report())
+
+
+def _output_dir(cfg: DictConfig) -> str:
+    """``output_dir=`` when given (the folder to continue with ``resume=true``), else this run's folder."""
+    if cfg.get("output_dir"):
+        return str(cfg.output_dir)
+    if cfg.get("resume"):
+        raise PredictError("resume=true needs output_dir=<the folder of the run to continue> "
+                           "(e.g. logs/predict/runs/<time>)")
+    return str(cfg.paths.output_dir)

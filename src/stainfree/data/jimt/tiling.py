@@ -10,7 +10,8 @@ def window_origins(height: int, width: int, window: int, stride: int) -> np.ndar
     if window <= 0 or stride <= 0:
         raise ValueError(f"window and stride must be positive, got window={window}, stride={stride}")
     if window > height or window > width:
-        raise ValueError(f"window {window} is larger than the {width}x{height} frame; lower `window`")
+        raise ValueError(f"window {window} is larger than the {width}x{height} frame; lower data.window (a training "
+                         "option; predict uses the window stored in its checkpoint)")
     ys = np.arange(0, height - window + 1, stride)
     xs = np.arange(0, width - window + 1, stride)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
