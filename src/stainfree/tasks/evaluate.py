@@ -45,6 +45,8 @@ def merge_run_config(cfg: DictConfig, meta: CheckpointMeta) -> bool:
     """Fill ``cfg.data``/``cfg.model`` from the checkpoint's run config unless the user chose them.
 
     Returns True when the data config came from the user (experiment=/data=), i.e. must be checked.
+    Every section taken from the checkpoint passes ``CheckpointMeta.checked_config`` first: it may
+    only name the project's classes, so a shared checkpoint cannot make eval run code.
     """
     run_cfg = meta.config
     user_data = _given(cfg.get("data"))
@@ -55,12 +57,12 @@ def merge_run_config(cfg: DictConfig, meta: CheckpointMeta) -> bool:
                     f"{meta.path} carries no data config; pass the experiment it was trained with: "
                     "python eval.py ckpt_path=... experiment=<name>"
                 )
-            cfg.data = OmegaConf.create(run_cfg["data"])
+            cfg.data = OmegaConf.create(meta.checked_config("data"))
         if not _given(cfg.get("model")) and run_cfg.get("model"):
-            cfg.model = OmegaConf.create(run_cfg["model"])
+            cfg.model = OmegaConf.create(meta.checked_config("model"))
         for key in ("experiment_name", "tags"):
             if cfg.get(key) is None and key in run_cfg:
-                cfg[key] = run_cfg[key]
+                cfg[key] = meta.checked_config(key)
     return user_data
 
 
