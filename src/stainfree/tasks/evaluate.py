@@ -19,7 +19,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from stainfree.callbacks.eval_report import EvalReport
 from stainfree.inference.trust_fit import ProfileLimits, fit_missing_blocks
 from stainfree.models.checkpoint import CheckpointMeta, read_checkpoint_meta
-from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
+from stainfree.tasks.preflight import (
+    check_accelerator,
+    check_config_values,
+    check_writable_folders,
+    prepare_datamodule,
+)
 from stainfree.trust.checkpoint import write_trust_blocks
 from stainfree.utils import runtime
 from stainfree.utils.atomic import unique_path
@@ -117,6 +122,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     check_config_values(cfg)
     check_accelerator(cfg)
+    check_writable_folders(cfg)
     log.info("data <%s> (%s)", cfg.data._target_, "from config" if user_data else "from the checkpoint's run config")
     chosen = runtime.configure(cfg.get("runtime"), *runtime.trainer_placement(cfg.trainer),
                                data_workers=cfg.data.get("num_workers"))

@@ -18,7 +18,13 @@ from pytorch_lightning.loggers import CSVLogger
 
 from stainfree.callbacks.eval_report import EvalReport
 from stainfree.models.checkpoint import CheckpointError, CheckpointMeta, read_checkpoint_meta
-from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
+from stainfree.tasks.preflight import (
+    check_accelerator,
+    check_config_values,
+    check_input_size,
+    check_writable_folders,
+    prepare_datamodule,
+)
 from stainfree.utils import runtime
 from stainfree.utils.cli import task_main
 from stainfree.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -115,6 +121,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("seed %d", cfg.seed)
     check_config_values(cfg)
     check_accelerator(cfg)
+    check_writable_folders(cfg)  # Lightning would train every epoch and silently save no checkpoint
     ckpt_path = resolve_ckpt_path(cfg)
     # a checkpoint train.py did not write is refused here, before any work starts
     _resume_wandb(cfg, read_checkpoint_meta(ckpt_path) if ckpt_path else None)
@@ -127,6 +134,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, **runtime.loader_kwargs(cfg.data, chosen))
     log.info("model <%s> backbone=%s", cfg.model._target_, cfg.model.backbone.name)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    if cfg.model.get("input_size"):
+        check_input_size(model, int(cfg.model.input_size))  # a traceback at the first batch otherwise
     prepare_datamodule(datamodule, "fit" if cfg.get("train", True) else "test")  # data errors before any logger
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
