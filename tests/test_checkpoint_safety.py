@@ -162,3 +162,26 @@ def test_clean_checkpoint_still_loads_and_its_meta_is_unchanged(clean_ckpt: Path
     meta.check_loadable(("model",))
     model = LiveDeadClassifier.from_checkpoint(meta)
     assert model.class_names == ["live", "dead"]
+
+
+@pytest.mark.parametrize("where,key_path", [
+    ("logger", "stainfree.config.logger.wandb.group"),  # eval copies it into its own W&B logger config
+    ("wandb_id", "stainfree.wandb_id"),
+    ("hparams", "hyper_parameters.class_names[1]"),
+])
+def test_any_interpolation_in_a_checkpoint_is_refused_on_reading(where, key_path, clean_ckpt, tmp_path) -> None:
+    """Case 3: ``${oc.env:WANDB_API_KEY}`` in a stored W&B group would be resolved by eval's logger (a secret
+    sent as a group name); every reader refuses a ``${`` anywhere in the block or the module's arguments."""
+    secret = "${oc.env:WANDB_API_KEY}"
+
+    def edit(checkpoint: dict) -> None:
+        if where == "logger":
+            checkpoint["stainfree"]["config"]["logger"] = {"wandb": {"group": secret}}
+        elif where == "wandb_id":
+            checkpoint["stainfree"]["wandb_id"] = secret
+        else:
+            checkpoint["hyper_parameters"]["class_names"] = ["live", secret]
+    ckpt = plant(clean_ckpt, tmp_path / "evil.ckpt", edit)
+    with pytest.raises(UnsafeCheckpointError, match="unresolved interpolation") as err:
+        read_checkpoint_meta(ckpt)
+    _refused(err, ckpt, key_path)

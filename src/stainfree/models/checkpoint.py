@@ -77,6 +77,8 @@ def checkpoint_meta(checkpoint: Any, path: str | os.PathLike = "<checkpoint>") -
         raise CheckpointError(f"{path}: not a stainfree checkpoint (no '{STAINFREE_KEY}' block); "
                               "pass a .ckpt written by train.py (<run>/checkpoints/best.ckpt)")
     hyper_parameters = dict(checkpoint["hyper_parameters"])
+    check_resolved(block, STAINFREE_KEY, path)  # e.g. a W&B group eval copies into its own config
+    check_resolved(hyper_parameters, "hyper_parameters", path)
     return CheckpointMeta(
         path=str(path),
         config=dict(block.get("config") or {}),
@@ -131,17 +133,25 @@ def check_targets(node: Any, where: str, checkpoint: str | os.PathLike, *, datam
     scheduler or DataModule; with ``datamodule`` the top level must be a stainfree DataModule. Any
     ``${`` is refused: stored configs are resolved, so an interpolation or resolver was planted.
     """
+    check_resolved(node, where, checkpoint, fix)
     for key_path, value in _walk(node, where):
         if key_path.endswith("." + _LIGHTNING_INIT_KEY):
             problem = "names a function Lightning would call while loading"
-        elif isinstance(value, str) and "${" in value:
-            problem = "is an unresolved interpolation (stored configs are resolved; a resolver could run code)"
         elif key_path.endswith("._target_"):
             problem = _target_problem(value, top_datamodule=datamodule and key_path == f"{where}._target_")
         else:
             problem = None
         if problem:
                 raise UnsafeCheckpointError(f"{checkpoint}: refused to load: {key_path}={value!r} {problem}; {fix}")
+
+
+def check_resolved(node: Any, where: str, checkpoint: str | os.PathLike, fix: str = RETRAIN_FIX) -> None:
+    """Refuse any ``${`` below ``node``: train.py stores resolved configs, so an interpolation (or a
+    resolver such as ``${oc.env:...}``, which a later OmegaConf config would evaluate) was planted."""
+    for key_path, value in _walk(node, where):
+        if isinstance(value, str) and "${" in value:
+            raise UnsafeCheckpointError(f"{checkpoint}: refused to load: {key_path}={value!r} is an unresolved "
+                                        f"interpolation (stored configs are resolved; a resolver could run code); {fix}")
 
 
 def _walk(node: Any, key_path: str) -> Iterator[tuple[str, Any]]:
