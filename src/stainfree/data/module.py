@@ -269,6 +269,7 @@ class SampleDataModule(pl.LightningDataModule):
         table = self.dedupe(self._with_store(table, store), store)
         table = self.split_samples(table)
         self.class_names = self.define_classes(table)
+        splits.check_two_classes(self.class_names, self.missing_class_hint)
         if self.expected_classes is not None and self.expected_classes != len(self.class_names):
             raise SampleTableError(f"data.num_classes={self.expected_classes} but the data has {len(self.class_names)} "
                                    f"classes {self.class_names}; set data.num_classes={len(self.class_names)} "

@@ -204,6 +204,14 @@ def check_leakage(table: pd.DataFrame, keys: Sequence[str] = ("group", "image_ha
                                    "or group column (or data.duplicates)")
 
 
+def check_two_classes(class_names: Sequence[str], hint: str = "") -> None:
+    """Pre-flight: one class cannot be classified (it trained to bal_acc 1.0 with AUROC NaN, issue 8)."""
+    if len(class_names) < 2:
+        raise MissingClassError(f"the data has {len(class_names)} class(es) {list(class_names)}: a classifier "
+                                "needs at least two; add the other class's images or annotations (or fix "
+                                f"data.class_map if it merged them){hint}")
+
+
 def check_every_class(table: pd.DataFrame, class_names: Sequence[str], required: Sequence[str] = SPLITS,
                       hint: str = "") -> None:
     """Pre-flight: every required split holds every class, else one line naming split, class and fix."""

@@ -91,6 +91,7 @@ def load_model(checkpoint: CheckpointMeta, device: torch.device) -> tuple[torch.
     from stainfree.models.classifier import LiveDeadClassifier
 
     path = Path(checkpoint.path)
+    checkpoint.check_loadable(() if checkpoint.preprocess else ("data",))  # builds only allowed classes
     try:
         model = LiveDeadClassifier.from_checkpoint(checkpoint, map_location=device)
     except Exception as exc:  # noqa: BLE001 - any load failure means the same to the user

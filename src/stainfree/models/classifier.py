@@ -308,9 +308,13 @@ class LiveDeadClassifier(pl.LightningModule):
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike | CheckpointMeta,
                         map_location: str | torch.device = "cpu") -> "LiveDeadClassifier":
-        """Load for inference: never asks for pretrained weights (the checkpoint has them all)."""
+        """Load for inference: never asks for pretrained weights (the checkpoint has them all).
+
+        The stored arguments may only name allowed classes (``models.checkpoint.check_targets``):
+        Lightning would otherwise build whatever a shared checkpoint names.
+        """
         meta = checkpoint if isinstance(checkpoint, CheckpointMeta) else read_checkpoint_meta(checkpoint)
-        backbone = dict(meta.hyper_parameters["backbone"], pretrained=False, pretrained_path=None)
+        backbone = dict(meta.checked_hyper_parameters()["backbone"], pretrained=False, pretrained_path=None)
         model = cls.load_from_checkpoint(meta.path, map_location=map_location, backbone=backbone, compile=False)
         model.eval()
         return model

@@ -19,7 +19,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from stainfree.callbacks.eval_report import EvalReport
 from stainfree.inference.trust_fit import ProfileLimits, fit_missing_blocks
 from stainfree.models.checkpoint import CheckpointMeta, read_checkpoint_meta
-from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
+from stainfree.tasks.preflight import (
+    check_accelerator,
+    check_config_values,
+    check_writable_folders,
+    prepare_datamodule,
+)
 from stainfree.trust.checkpoint import write_trust_blocks
 from stainfree.utils import runtime
 from stainfree.utils.atomic import unique_path
@@ -45,6 +50,8 @@ def merge_run_config(cfg: DictConfig, meta: CheckpointMeta) -> bool:
     """Fill ``cfg.data``/``cfg.model`` from the checkpoint's run config unless the user chose them.
 
     Returns True when the data config came from the user (experiment=/data=), i.e. must be checked.
+    Every section taken from the checkpoint passes ``CheckpointMeta.checked_config`` first: it may
+    only name the project's classes, so a shared checkpoint cannot make eval run code.
     """
     run_cfg = meta.config
     user_data = _given(cfg.get("data"))
@@ -55,12 +62,12 @@ def merge_run_config(cfg: DictConfig, meta: CheckpointMeta) -> bool:
                     f"{meta.path} carries no data config; pass the experiment it was trained with: "
                     "python eval.py ckpt_path=... experiment=<name>"
                 )
-            cfg.data = OmegaConf.create(run_cfg["data"])
+            cfg.data = OmegaConf.create(meta.checked_config("data"))
         if not _given(cfg.get("model")) and run_cfg.get("model"):
-            cfg.model = OmegaConf.create(run_cfg["model"])
+            cfg.model = OmegaConf.create(meta.checked_config("model"))
         for key in ("experiment_name", "tags"):
             if cfg.get(key) is None and key in run_cfg:
-                cfg[key] = run_cfg[key]
+                cfg[key] = meta.checked_config(key)
     return user_data
 
 
@@ -115,6 +122,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     check_config_values(cfg)
     check_accelerator(cfg)
+    check_writable_folders(cfg)
     log.info("data <%s> (%s)", cfg.data._target_, "from config" if user_data else "from the checkpoint's run config")
     chosen = runtime.configure(cfg.get("runtime"), *runtime.trainer_placement(cfg.trainer),
                                data_workers=cfg.data.get("num_workers"))

@@ -17,7 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 
 from stainfree.callbacks.eval_report import EvalReport
-from stainfree.tasks.preflight import check_accelerator, check_config_values, prepare_datamodule
+from stainfree.tasks.preflight import (
+    check_accelerator,
+    check_config_values,
+    check_input_size,
+    check_writable_folders,
+    prepare_datamodule,
+)
 from stainfree.tasks.resume import prepare_resume
 from stainfree.utils import runtime
 from stainfree.utils.cli import task_main
@@ -81,6 +87,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     check_accelerator(cfg)
     # resume: THE run named (its folder, W&B run, same experiment/data/model), refused before any work starts
     resume = prepare_resume(cfg, resolved_config(cfg))
+    check_writable_folders(cfg)  # Lightning would train every epoch and silently save no checkpoint
     apply_sweep_identity(cfg)  # W&B: a sweep's jobs share a group, named by what differs
 
     # threads and loader workers together, before anything starts a thread pool
@@ -90,6 +97,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, **runtime.loader_kwargs(cfg.data, chosen))
     log.info("model <%s> backbone=%s", cfg.model._target_, cfg.model.backbone.name)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    if cfg.model.get("input_size"):
+        check_input_size(model, int(cfg.model.input_size))  # a traceback at the first batch otherwise
     prepare_datamodule(datamodule, "fit" if cfg.get("train", True) else "test")  # data errors before any logger
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
