@@ -39,6 +39,7 @@ class PredictSummary:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     loop_seconds: float = 0.0
+    ood_line: str = ""  # "4 of 6 images look unlike the training data (...)" (inference/trust_columns)
 
     @property
     def frames_per_second(self) -> float:
@@ -47,7 +48,7 @@ class PredictSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(output_dir=str(self.output_dir), n_images=self.n_images, n_ok=self.n_ok,
-                    n_failed=len(self.failures), n_patches=self.n_patches, failures=self.failures,
+                    n_failed=len(self.failures), n_patches=self.n_patches, ood=self.ood_line or None, failures=self.failures,
                     files=self.files, warnings=self.warnings, seconds=round(self.seconds, 3),
                     loop_seconds=round(self.loop_seconds, 3),
                     frames_per_second=round(self.frames_per_second, 3) if self.n_ok else None)
@@ -56,6 +57,8 @@ class PredictSummary:
         """Human summary printed at the end of a run."""
         lines = [f"predicted {self.n_ok}/{self.n_images} image(s), {self.n_patches} patches, "
                  f"{self.frames_per_second:.2f} frames/s -> {self.output_dir}"]
+        if self.ood_line:
+            lines.append(self.ood_line)
         if self.failures:
             lines.append(f"{len(self.failures)} file(s) skipped:")
             lines += [f"  {f['image']}: {f['error']}" for f in self.failures]

@@ -23,7 +23,6 @@ from stainfree.inference.predictor import (
     PredictError,
     PredictSummary,
     autocast_dtype,
-    classify,
     dead_class_index,
     flat_name,
     image_names,
@@ -55,6 +54,9 @@ def predict(
     n_boot: int = 2000,
     seed: int = 0,
     progress: bool = True,
+    ood_exclude: bool = True,
+    regions: str | os.PathLike | None = None,
+    region_point_size: float | None = None,
 ) -> PredictSummary:
     """Run the whole prediction; returns the summary (also written as summary.json).
 
@@ -64,8 +66,9 @@ def predict(
     """
     from tqdm.auto import tqdm
 
-    from stainfree.inference.overlay import add_legend, heatmap_overlay, save_overlay
+    from stainfree.inference.overlay import add_legend, heatmap_overlay, mark_ood, save_overlay
     from stainfree.inference.platemap import read_plate_map
+    from stainfree.inference.trust_columns import TrustedClassifier, ood_summary_line
 
     if batch_size < 1:
         raise PredictError(f"batch_size={batch_size}: must be >= 1")
@@ -89,6 +92,8 @@ def predict(
     tiler = build_tiler(meta["preprocess"])
     names = image_names(root, paths)
     summary = PredictSummary(output_dir=out_dir, n_images=len(paths))
+    trusted = TrustedClassifier(model, meta, dev, batch_size, amp_dtype)
+    summary.warnings += trusted.notes()
     if meta.get("preprocess_rebuilt"):
         summary.warnings.append(f"{ckpt_path} has no stored preprocess settings; they were rebuilt from its data "
                                 "config (retrain with the current train.py to store them)")
@@ -105,18 +110,19 @@ def predict(
                 summary.failures.append(dict(image=item["name"], error=item["error"]))
                 continue
             tiles: Tiles = item["tiles"]
-            probs = np.full((len(tiles.empty), len(class_names)), np.nan, np.float32)
-            keep = ~tiles.empty
-            if keep.any():
-                probs[keep] = classify(model, tiles.patches[keep], dev, batch_size, amp_dtype)
+            result = trusted(tiles)  # calibrated probs, raw logits, OOD columns (one backbone pass)
+            probs = result.probs
             table = patch_table(item["name"], tiles, probs, class_names, prob_cols)
-            patch_rows.append(table)
-            image_rows.append(image_row(item["name"], tiles, probs, dead))
+            patch_rows.append(table.assign(**result.patch_columns))
+            image_rows.append({**image_row(item["name"], tiles, probs, dead), **result.image_columns})
             if overlays:
                 overlay = heatmap_overlay(tiles.frame8, tiles.boxes, probs[:, dead], tiles.empty)
                 row = image_rows[-1]
                 caption = (f"{item['name']}: {row['n_dead']}/{row['n_patches'] - row['n_empty']} patches "
                            f"{class_names[dead]} ({row['n_empty']} empty)")
+                if result.image_columns.get("ood_flag"):
+                    overlay = mark_ood(overlay)
+                    caption += " - OOD, see images.csv"
                 overlay = add_legend(overlay, caption, dead_label=class_names[dead])
                 file = unique_path(overlay_dir / f"{flat_name(item['name'])}_heatmap.png")
                 save_overlay(file, overlay)
@@ -136,17 +142,20 @@ def predict(
     summary.files["images"] = write_csv(out_dir / "images.csv", images.drop(columns=["sum_p_dead"]))
     if overlays:
         summary.files["overlays"] = str(overlay_dir)
+    summary.ood_line = ood_summary_line(images) or ""
     if summary.failures:
         summary.files["failed"] = write_csv(out_dir / "failed.csv", pd.DataFrame(summary.failures))
     if plate is not None:
         from stainfree.inference.plate_report import plate_report
 
         summary.files.update(plate_report(plate, images, out_dir, plate_map, summary.warnings,
-                                          n_boot=n_boot, seed=seed))
+                                          n_boot=n_boot, seed=seed, exclude_ood=ood_exclude))
     summary.files["summary"] = write_json(out_dir / "summary.json",
                                            dict(summary.to_dict(), ckpt_path=str(ckpt_path),
                                                 class_names=class_names, dead_class=class_names[dead],
-                                                device=str(dev)))
+                                                device=str(dev), temperature=trusted.temperature,
+                                                ood_reference=trusted.scorer is not None,
+                                                ood_exclude=ood_exclude))
     return summary
 
 
@@ -169,5 +178,8 @@ def main(cfg: DictConfig) -> None:
         n_boot=int(cfg.n_boot),
         seed=int(cfg.seed),
         progress=bool(cfg.progress),
+        ood_exclude=bool(cfg.get("ood_exclude", True)),
+        regions=cfg.get("regions"),
+        region_point_size=cfg.get("region_point_size"),
     )
     print(summary.report())
