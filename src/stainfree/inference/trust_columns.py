@@ -60,6 +60,7 @@ class TrustedClassifier:
         """What the user should know about this checkpoint's trust blocks (for the run's warnings)."""
         return [] if self.scorer is not None else [f"no OOD flags: {NO_REFERENCE}"]
 
+    @torch.inference_mode()
     def logits_and_features(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits [N, C] and penultimate features [N, d] of uint8 patches [N, S, S], in batches."""
         logits, feats = [], []

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
@@ -82,6 +81,7 @@ def predict(
     if not paths:
         raise PredictError(f"input={input}: no PNG/JPG/TIFF images found (searched recursively)")
     plate = read_plate_map(plate_map) if plate_map else None  # fail before hours of inference
+    cells_table = _read_regions(regions, root, checkpoint.preprocess, region_point_size)
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     amp_dtype = autocast_dtype(precision, dev)
@@ -143,6 +143,11 @@ def predict(
     if overlays:
         summary.files["overlays"] = str(overlay_dir)
     summary.ood_line = ood_summary_line(images) or ""
+    if cells_table is not None:
+        from stainfree.inference.regions import predict_cells
+
+        cells = predict_cells(cells_table, tiler.spec, trusted, root)
+        summary.files["cells"] = write_csv(out_dir / "cells.csv", cells)
     if summary.failures:
         summary.files["failed"] = write_csv(out_dir / "failed.csv", pd.DataFrame(summary.failures))
     if plate is not None:
@@ -157,6 +162,20 @@ def predict(
                                                 ood_reference=trusted.scorer is not None,
                                                 ood_exclude=ood_exclude))
     return summary
+
+
+def _read_regions(regions: str | os.PathLike | None, root: Path, preprocess: dict | None,
+                  point_size: float | None) -> pd.DataFrame | None:
+    """The ``regions=`` annotation as a sample table (None without one); read before any inference."""
+    if not regions:
+        return None
+    from stainfree.data.spec import PreprocessSpec
+    from stainfree.inference.regions import read_regions
+
+    if not preprocess:
+        raise PredictError(f"regions={regions}: the checkpoint stores no preprocess settings, so its cell cut is "
+                           "unknown; retrain with the current train.py")
+    return read_regions(regions, root, PreprocessSpec.from_dict(preprocess), point_size)
 
 
 @task_main("predict")
