@@ -38,7 +38,7 @@ def plate_report(plate: pd.DataFrame, images: pd.DataFrame, out_dir: Path, plate
     if unmapped:
         warnings.append(f"{len(unmapped)} predicted image(s) are not in the plate map: {unmapped[:5]}")
     flagged = images["ood_flag"].astype(bool) if "ood_flag" in images else pd.Series(False, index=images.index)
-    used = images[~flagged] if exclude_ood else images
+    used = _per_cell(images[~flagged] if exclude_ood else images)
     wells = well_dead_fractions(used, matched, n_boot=n_boot, seed=seed)
     wells = _count_flagged(wells, matched, images[flagged], exclude_ood)
     if exclude_ood and flagged.any():
@@ -76,6 +76,15 @@ def plate_report(plate: pd.DataFrame, images: pd.DataFrame, out_dir: Path, plate
             warnings.append(f"Z': {exc}")
         files["zprime"] = write_json(out_dir / "zprime.json", report)
     return files
+
+
+def _per_cell(images: pd.DataFrame) -> pd.DataFrame:
+    """For a cell-trained model (images.csv has n_cells) wells pool cells, not windows: the well
+    table's n_patches / n_dead then count cells."""
+    if "n_cells" not in images:
+        return images
+    return images.assign(n_patches=images["n_cells"], n_empty=0, n_dead=images["n_dead_cells"],
+                         sum_p_dead=images["mean_p_dead_cells"].fillna(0.0) * images["n_cells"])
 
 
 def _count_flagged(wells: pd.DataFrame, matched: pd.DataFrame, flagged: pd.DataFrame,

@@ -56,6 +56,7 @@ def predict(
     ood_exclude: bool = True,
     regions: str | os.PathLike | None = None,
     region_point_size: float | None = None,
+    cell_fraction: str = "auto",
 ) -> PredictSummary:
     """Run the whole prediction; returns the summary (also written as summary.json).
 
@@ -93,6 +94,7 @@ def predict(
     names = image_names(root, paths)
     summary = PredictSummary(output_dir=out_dir, n_images=len(paths))
     trusted = TrustedClassifier(model, meta, dev, batch_size, amp_dtype)
+    counter = _cell_counter(cell_fraction, checkpoint.config, tiler.spec, trusted, dead)
     summary.warnings += trusted.notes()
     if meta.get("preprocess_rebuilt"):
         summary.warnings.append(f"{ckpt_path} has no stored preprocess settings; they were rebuilt from its data "
@@ -115,6 +117,8 @@ def predict(
             table = patch_table(item["name"], tiles, probs, class_names, prob_cols)
             patch_rows.append(table.assign(**result.patch_columns))
             image_rows.append({**image_row(item["name"], tiles, probs, dead), **result.image_columns})
+            if counter is not None:  # a cell-trained model: count cells, not windows
+                image_rows[-1] = _with_cells(image_rows[-1], counter(tiles))
             if overlays:
                 overlay = heatmap_overlay(tiles.frame8, tiles.boxes, probs[:, dead], tiles.empty)
                 row = image_rows[-1]
@@ -164,6 +168,28 @@ def predict(
     return summary
 
 
+def _cell_counter(mode: str, config: dict, spec: Any, trusted: Any, dead: int) -> Any:
+    """The per-image cell counter (inference/cell_fraction) when ``cell_fraction`` asks for it:
+    ``auto`` = the checkpoint was trained on single cells (VOC/COCO/points boxes)."""
+    from stainfree.inference.cell_fraction import CellCounter, trained_on_cells
+
+    mode = str(mode).lower()
+    if mode not in ("auto", "true", "false"):
+        raise PredictError(f"cell_fraction={mode}: use auto, true or false")
+    on_cells = trained_on_cells(config, spec)
+    if mode == "true" and spec.source_scale is None:
+        raise PredictError("cell_fraction=true needs a checkpoint that records its training cell scale "
+                           "(source_scale); this one does not")
+    return CellCounter(spec, trusted, dead) if mode == "true" or (mode == "auto" and on_cells) else None
+
+
+def _with_cells(row: dict[str, Any], cells: dict[str, Any]) -> dict[str, Any]:
+    """The image row with the cell counts; the window-based fraction stays as window_dead_fraction."""
+    out = dict(row, window_dead_fraction=row["dead_fraction"])
+    out.update(cells)
+    return out
+
+
 def _read_regions(regions: str | os.PathLike | None, root: Path, preprocess: dict | None,
                   point_size: float | None) -> pd.DataFrame | None:
     """The ``regions=`` annotation as a sample table (None without one); read before any inference."""
@@ -200,5 +226,6 @@ def main(cfg: DictConfig) -> None:
         ood_exclude=bool(cfg.get("ood_exclude", True)),
         regions=cfg.get("regions"),
         region_point_size=cfg.get("region_point_size"),
+        cell_fraction=str(cfg.get("cell_fraction", "auto")),
     )
     print(summary.report())
