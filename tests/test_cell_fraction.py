@@ -10,7 +10,6 @@ import torch
 from stainfree.data.spec import Layout, PreprocessSpec, Region
 from stainfree.inference.cell_fraction import cell_side, dihedral_turns, find_cells, trained_on_cells
 from stainfree.tasks.predict import predict
-
 from test_predict import make_checkpoint  # noqa: E402 - tests/ is on sys.path (conftest)
 
 SPEC = PreprocessSpec(input_size=32, region=Region(margin=0.25, shape="square"),
