@@ -78,13 +78,14 @@ def test_predict_folder_reports_corrupt_file_and_never_overwrites(tmp_path, grid
     assert [f["image"] for f in summary.failures] == ["broken.tif"]
     assert "broken.tif" in summary.failures[0]["reason"] and "broken.tif" in summary.report()
     patches = pd.read_csv(out / "patches.csv")
-    assert list(patches.columns) == ["image", "y", "x", "empty", "p(live)", "p(dead)", "predicted"]
+    assert list(patches.columns) == ["image", "y", "x", "empty", "p(live)", "p(dead)", "predicted", "logit(live)",
+                                     "logit(dead)", "ood_score", "ood_flag"]
     assert len(patches) == 4 * 4 and set(patches["image"]) == {"f0.tif", "f1.tif", "rgb.png", "sub/g.jpg"}
     assert np.allclose(patches["p(live)"] + patches["p(dead)"], 1, atol=1e-5)
     assert sorted(patches.loc[patches.image == "f0.tif", "y"].unique()) == [0, 48]
     images = pd.read_csv(out / "images.csv")
     assert list(images.columns) == ["image", "height", "width", "n_patches", "n_empty", "n_dead",
-                                    "dead_fraction", "mean_p_dead"]
+                                    "dead_fraction", "mean_p_dead", "ood_score", "ood_flag", "ood_check", "ood_reason"]
     row = images.set_index("image").loc["f0.tif"]
     f0 = patches[patches.image == "f0.tif"]
     assert row["n_dead"] == (f0["predicted"] == "dead").sum()

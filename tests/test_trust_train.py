@@ -119,3 +119,64 @@ def test_celldeath_profile_on_real_fields(shared_dir, tmp_path, compose_cfg):
     big = cv2.resize(raw, (raw.shape[1] * 2, raw.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
     verdict = score_image(meta, model, big, tiler(big))
     assert verdict.ood_flag and "scale 2.0x smaller than training tiles" in verdict.ood_reason
+
+
+def test_predict_reports_calibrated_p_ood_columns_summary_overlay_and_excludes_flagged_wells(trained, tmp_path):
+    from stainfree.tasks.predict import predict
+    from stainfree.trust.calibration import softmax
+
+    tmp, metrics = trained
+    frames = sorted((tmp / "data" / "synthetic_jimt_demo" / "bf").glob("*.tif"))[:2]
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    for i, frame in enumerate(frames):
+        raw = read_image(frame)
+        cv2.imwrite(str(raw_dir / f"ok{i}.tif"), raw)
+        small = cv2.resize(raw, (raw.shape[1] // 4, raw.shape[0] // 4), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(raw_dir / f"small{i}.tif"), small)
+    plate = tmp_path / "plate.csv"
+    plate.write_text("image,well,compound\nok0.tif,A1,dmso\nsmall0.tif,A1,dmso\nok1.tif,A2,dmso\n"
+                     "small1.tif,B1,dmso\n")
+    out = tmp_path / "out"
+    summary = predict(metrics["best_ckpt"], raw_dir, out, device="cpu", progress=False, plate_map=plate, n_boot=200)
+    images = pd.read_csv(out / "images.csv", keep_default_na=False).set_index("image")
+    assert images["ood_flag"].to_dict() == {"ok0.tif": False, "ok1.tif": False, "small0.tif": True,
+                                            "small1.tif": True}
+    assert images.loc["small0.tif", "ood_check"] == "size"
+    assert "4.0x smaller than the training frames" in images.loc["small0.tif", "ood_reason"]
+    assert images.loc["ok0.tif", "ood_reason"] == "" and float(images.loc["ok0.tif", "ood_score"]) < 1
+    assert summary.ood_line.startswith("2 of 4 images look unlike the training data (image ")
+    assert summary.ood_line in summary.report()
+    # p columns are calibrated (softmax(logits / T)); the raw logits stay in the table
+    meta = read_checkpoint_meta(metrics["best_ckpt"]).extra
+    temperature = meta["calibration"]["temperature"]
+    patches = pd.read_csv(out / "patches.csv")
+    used = patches[~patches["empty"]]
+    logits = used[["logit(live)", "logit(dead)"]].to_numpy(float)
+    np.testing.assert_allclose(used[["p(live)", "p(dead)"]].to_numpy(float), softmax(logits, temperature), atol=1e-5)
+    assert {"ood_score", "ood_flag"} <= set(patches) and used["ood_score"].notna().all()
+    assert json.loads((out / "summary.json").read_text())["temperature"] == pytest.approx(temperature)
+    # flagged overlays get a red border; the others keep the frame's own grey at the corner
+    flagged = cv2.imread(str(out / "overlays" / "small0_heatmap.png"))
+    plain = cv2.imread(str(out / "overlays" / "ok0_heatmap.png"))
+    assert tuple(flagged[0, 0]) == (0, 0, 255) and tuple(plain[0, 0]) != (0, 0, 255)
+    # wells leave the flagged images out by default and say how many; B1 had only a flagged one
+    wells = pd.read_csv(out / "wells.csv").set_index("well")
+    assert wells["n_excluded_ood"].to_dict() == {"A1": 1, "A2": 0, "B1": 1}
+    assert wells.loc["A1", "n_images"] == 1 and wells.loc["B1", "n_images"] == 0
+    assert np.isnan(wells.loc["B1", "dead_fraction"])
+    kept = predict(metrics["best_ckpt"], raw_dir, tmp_path / "kept", device="cpu", progress=False, plate_map=plate,
+                   n_boot=200, ood_exclude=False, overlays=False)
+    wells = pd.read_csv(tmp_path / "kept" / "wells.csv").set_index("well")
+    assert wells["n_ood"].to_dict() == {"A1": 1, "A2": 0, "B1": 1} and wells.loc["A1", "n_images"] == 2
+    assert kept.n_ok == 4
+
+
+def test_mark_ood_any_size():
+    from stainfree.inference.overlay import mark_ood
+
+    for shape in [(1, 1, 3), (2, 7, 3), (15, 12, 3), (300, 400, 3)]:
+        marked = mark_ood(np.full(shape, 128, np.uint8))
+        assert marked.shape == shape and tuple(marked[0, 0]) == (0, 0, 255)
+    big = mark_ood(np.full((300, 400, 3), 128, np.uint8))
+    assert (big[10:30, 10:60] == 255).any()  # the "OOD" label's white box fits on a large image

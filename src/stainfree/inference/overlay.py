@@ -104,6 +104,24 @@ def add_legend(image_bgr: np.ndarray, caption: str, dead_label: str = "dead") ->
     return np.vstack([image_bgr, strip])
 
 
+def mark_ood(image_bgr: np.ndarray, label: str = "OOD") -> np.ndarray:
+    """A copy of ``image_bgr`` with a red border and ``label`` in its top-left corner: the image was
+    flagged as unlike the training data. Any size works (a 1 px image becomes one red pixel)."""
+    out = image_bgr.copy()
+    h, w = out.shape[:2]
+    red = (0, 0, 255)
+    border = max(1, min(h, w) // 60)
+    out[:border], out[-border:], out[:, :border], out[:, -border:] = red, red, red, red
+    scale = min(h, w) / 400.0
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, max(scale, 0.3), max(1, round(scale * 2)))
+    if tw + 2 * border + 4 <= w and th + base + 2 * border + 4 <= h:  # text only where it fits
+        x, y = border + 2, border + 2 + th
+        cv2.rectangle(out, (x - 2, y - th - 2), (x + tw + 2, y + base), (255, 255, 255), -1)
+        cv2.putText(out, label, (x, y), cv2.FONT_HERSHEY_SIMPLEX, max(scale, 0.3), red, max(1, round(scale * 2)),
+                    cv2.LINE_AA)
+    return out
+
+
 def save_overlay(path: str | os.PathLike, image_bgr: np.ndarray) -> Path:
     """Write a PNG atomically (never a half-written file if the run is killed)."""
     path = Path(path)

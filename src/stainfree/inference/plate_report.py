@@ -20,11 +20,13 @@ from stainfree.utils.atomic import unique_path
 
 
 def plate_report(plate: pd.DataFrame, images: pd.DataFrame, out_dir: Path, plate_path: str | os.PathLike,
-                 warnings: list[str], n_boot: int = 2000, seed: int = 0) -> dict[str, str]:
+                 warnings: list[str], n_boot: int = 2000, seed: int = 0, exclude_ood: bool = True) -> dict[str, str]:
     """Write the per-well table and, where the plate map allows, dose-response fits and Z'.
 
-    ``images`` is the per-image table with ``sum_p_dead``; messages for the user are appended to
-    ``warnings``. Returns {label: path} of the files written.
+    ``images`` is the per-image table with ``sum_p_dead`` (and ``ood_flag`` when scored); messages
+    for the user are appended to ``warnings``. With ``exclude_ood`` images flagged as unlike the
+    training data are left out of wells, fits and Z' (each well counts them in ``n_excluded_ood``);
+    otherwise they are kept and counted in ``n_ood``. Returns {label: path} of the files written.
     """
     files: dict[str, str] = {}
     matched = match_images(plate, images["image"].tolist(), plate_path)
@@ -35,10 +37,17 @@ def plate_report(plate: pd.DataFrame, images: pd.DataFrame, out_dir: Path, plate
     unmapped = sorted(set(images["image"]) - set(matched["image_key"]))
     if unmapped:
         warnings.append(f"{len(unmapped)} predicted image(s) are not in the plate map: {unmapped[:5]}")
-    wells = well_dead_fractions(images, matched, n_boot=n_boot, seed=seed)
+    flagged = images["ood_flag"].astype(bool) if "ood_flag" in images else pd.Series(False, index=images.index)
+    used = _per_cell(images[~flagged] if exclude_ood else images)
+    wells = well_dead_fractions(used, matched, n_boot=n_boot, seed=seed)
+    wells = _count_flagged(wells, matched, images[flagged], exclude_ood)
+    if exclude_ood and flagged.any():
+        warnings.append(f"{int(flagged.sum())} image(s) flagged as unlike the training data were left out of "
+                        "wells.csv, dose-response and Z' (see n_excluded_ood; ood_exclude=false keeps them)")
     files["wells"] = write_csv(out_dir / "wells.csv", wells)
     fits = []
-    dosed = wells[wells["dose"].notna() & (wells["control"] == "")]
+    scored = wells[wells["dead_fraction"].notna()]  # a well whose images were all excluded has none
+    dosed = scored[scored["dose"].notna() & (scored["control"] == "")]
     for compound, group in dosed.groupby("compound", sort=True):
         entry = {"compound": compound}
         try:
@@ -59,14 +68,38 @@ def plate_report(plate: pd.DataFrame, images: pd.DataFrame, out_dir: Path, plate
         files["dose_response"] = write_json(out_dir / "dose_response.json", {"fits": fits})
     if (wells["control"] != "").any():
         try:
-            report = z_prime_from_wells(wells)
+            report = z_prime_from_wells(scored)
         except ZPrimeError as exc:
             report = {"z_prime": None, "error": str(exc),
-                      "n_pos_wells": int((wells["control"] == "pos").sum()),
-                      "n_neg_wells": int((wells["control"] == "neg").sum())}
+                      "n_pos_wells": int((scored["control"] == "pos").sum()),
+                      "n_neg_wells": int((scored["control"] == "neg").sum())}
             warnings.append(f"Z': {exc}")
         files["zprime"] = write_json(out_dir / "zprime.json", report)
     return files
+
+
+def _per_cell(images: pd.DataFrame) -> pd.DataFrame:
+    """For a cell-trained model (images.csv has n_cells) wells pool cells, not windows: the well
+    table's n_patches / n_dead then count cells."""
+    if "n_cells" not in images:
+        return images
+    return images.assign(n_patches=images["n_cells"], n_empty=0, n_dead=images["n_dead_cells"],
+                         sum_p_dead=images["mean_p_dead_cells"].fillna(0.0) * images["n_cells"])
+
+
+def _count_flagged(wells: pd.DataFrame, matched: pd.DataFrame, flagged: pd.DataFrame,
+                   excluded: bool) -> pd.DataFrame:
+    """Add ``n_excluded_ood`` (or ``n_ood`` when kept) per well; a well whose every image was
+    excluded still gets its row, with no dead fraction."""
+    column = "n_excluded_ood" if excluded else "n_ood"
+    counts = matched[matched["image_key"].isin(set(flagged["image"]))].groupby("well").size()
+    missing = sorted(set(counts.index) - set(wells["well"])) if excluded else []
+    if missing:
+        info = matched.drop_duplicates("well").set_index("well").loc[missing, ["compound", "dose", "control"]]
+        empty = info.reset_index().assign(n_images=0, n_patches=0, n_dead=0)
+        wells = pd.concat([wells, empty], ignore_index=True).sort_values("well", ignore_index=True)
+    wells[column] = wells["well"].map(counts).fillna(0).astype(int)
+    return wells
 
 
 def _safe(name: str) -> str:

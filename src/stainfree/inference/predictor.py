@@ -43,6 +43,7 @@ class PredictSummary:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     loop_seconds: float = 0.0
+    ood_line: str = ""  # "4 of 6 images look unlike the training data (...)" (inference/trust_columns)
 
     @property
     def frames_per_second(self) -> float:
@@ -51,7 +52,8 @@ class PredictSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(output_dir=str(self.output_dir), n_images=self.n_images, n_ok=self.n_ok,
-                    n_resumed=self.n_resumed, n_failed=len(self.failures), n_patches=self.n_patches, failures=self.failures,
+                    n_resumed=self.n_resumed, n_failed=len(self.failures), n_patches=self.n_patches,
+                    ood=self.ood_line or None, failures=self.failures,
                     files=self.files, warnings=self.warnings, seconds=round(self.seconds, 3),
                     loop_seconds=round(self.loop_seconds, 3),
                     frames_per_second=round(self.frames_per_second, 3) if self.n_ok else None)
@@ -61,6 +63,8 @@ class PredictSummary:
         resumed = f" ({self.n_resumed} done by the earlier run)" if self.n_resumed else ""
         lines = [f"predicted {self.n_ok}/{self.n_images} image(s){resumed}, {self.n_patches} patches, "
                  f"{self.frames_per_second:.2f} frames/s -> {self.output_dir}"]
+        if self.ood_line:
+            lines.append(self.ood_line)
         if self.failures:
             lines.append(f"{len(self.failures)} file(s) failed (listed in failed.csv), the run went on:")
             lines += [f"  {f['image']}: {f['reason']}" for f in self.failures]

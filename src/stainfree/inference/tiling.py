@@ -21,12 +21,14 @@ from stainfree.data.spec import PreprocessSpec
 @dataclass
 class Tiles:
     """One image, laid out: ``patches`` uint8 [N, S, S] (model inputs), ``boxes`` [N, 4] (y, x, h, w)
-    of the layout regions in image pixels, ``empty`` bool [N], and ``frame8`` the 8-bit image (overlay)."""
+    of the layout regions in image pixels, ``empty`` bool [N], ``frame8`` the 8-bit image (overlay), and
+    ``raw`` the grey plane as read (bit depth and size for the OOD input checks; None if not kept)."""
 
     frame8: np.ndarray
     boxes: np.ndarray
     patches: np.ndarray
     empty: np.ndarray
+    raw: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -56,7 +58,7 @@ class Tiler:
         empty = self.empty_filter(raw, frame8, boxes)
         ib = np.floor(boxes + 0.5).astype(np.int64)
         yxhw = np.column_stack([ib[:, 1], ib[:, 0], ib[:, 3] - ib[:, 1], ib[:, 2] - ib[:, 0]])
-        return Tiles(frame8=frame8, boxes=yxhw, patches=patches, empty=np.asarray(empty, bool))
+        return Tiles(frame8=frame8, boxes=yxhw, patches=patches, empty=np.asarray(empty, bool), raw=raw)
 
 
 def build_tiler(preprocess: dict[str, Any] | PreprocessSpec) -> Tiler:

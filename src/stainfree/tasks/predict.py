@@ -26,7 +26,6 @@ from stainfree.inference.predictor import (
     PredictError,
     PredictSummary,
     autocast_dtype,
-    classify,
     dead_class_index,
     failure_reason,
     image_names,
@@ -39,6 +38,7 @@ from stainfree.inference.predictor import (
 )
 from stainfree.inference.results_log import ResultsLog, file_sha256
 from stainfree.inference.tiling import Tiles, build_tiler
+from stainfree.inference.trust_columns import ood_summary_line
 from stainfree.inference.writers import write_csv, write_json
 from stainfree.models.checkpoint import read_checkpoint_meta
 from stainfree.utils import runtime
@@ -56,6 +56,8 @@ class _Model:
     batch_size: int
     class_names: list[str]
     dead: int
+    trusted: Any  # inference.trust_columns.TrustedClassifier: calibrated p, raw logits, OOD columns
+    counter: Any = None  # inference.cell_fraction.CellCounter for cell-trained checkpoints
 
     @property
     def prob_cols(self) -> list[str]:
@@ -77,6 +79,10 @@ def predict(
     seed: int = 0,
     progress: bool = True,
     resume: bool = False,
+    ood_exclude: bool = True,
+    regions: str | os.PathLike | None = None,
+    region_point_size: float | None = None,
+    cell_fraction: str = "auto",
 ) -> PredictSummary:
     """Run the whole prediction; returns the summary (also written as summary.json).
 
@@ -101,16 +107,19 @@ def predict(
     plate = read_plate_map(plate_map) if plate_map else None  # fail before hours of inference
     if plate is not None:
         match_images(plate, names, plate_map)  # ambiguous or unmatched entries: refused now, not at the end
+    cells_table = _read_regions(regions, root, checkpoint.preprocess, region_point_size)
     model, meta = _load(checkpoint, device, precision, batch_size, positive_class)
     tiler = build_tiler(meta["preprocess"])
+    model.counter = _cell_counter(cell_fraction, checkpoint.config, tiler.spec, model.trusted, model.dead)
     summary = PredictSummary(output_dir=out_dir, n_images=len(paths))
+    summary.warnings += model.trusted.notes()
     if meta.get("preprocess_rebuilt"):
         summary.warnings.append(f"{ckpt_path} has no stored preprocess settings; they were rebuilt from its data "
                                 "config (retrain with the current train.py to store them)")
     identity = dict(checkpoint_sha256=file_sha256(checkpoint.path), input=str(root.resolve()),
                     class_names=model.class_names, dead_class=model.class_names[model.dead],
                     preprocess=meta["preprocess"], precision=str(model.amp_dtype), device=model.device.type,
-                    overlays=overlays)  # what a resumed run must share: everything that changes a number
+                    overlays=overlays, cell_counting=model.counter is not None)  # what a resumed run must share
     with ResultsLog(out_dir, identity, resume) as log:
         todo = [i for i, name in enumerate(names) if name not in log.done]
         summary.n_resumed = len(paths) - len(todo)
@@ -121,12 +130,20 @@ def predict(
             for item in tqdm(frames, total=len(todo), desc="predict", unit="frame", disable=not progress):
                 _predict_item(item, model, log, out_dir / "overlays", overlay_files, log.resumed, summary)
         summary.loop_seconds = time.perf_counter() - loop_start
-        _write_results(log, names, summary, plate, plate_map, n_boot, seed, overlays)
+        _write_results(log, names, summary, plate, plate_map, n_boot, seed, overlays, ood_exclude)
+    if cells_table is not None and summary.n_ok:
+        from stainfree.inference.regions import predict_cells
+
+        cells = predict_cells(cells_table, tiler.spec, model.trusted, root)
+        summary.files["cells"] = write_csv(out_dir / "cells.csv", cells)
     summary.seconds = time.perf_counter() - started
     summary.files["summary"] = write_json(out_dir / "summary.json",
                                            dict(summary.to_dict(), ckpt_path=str(ckpt_path), resumed=log.resumed,
                                                 class_names=model.class_names,
-                                                dead_class=model.class_names[model.dead], device=str(model.device)))
+                                                dead_class=model.class_names[model.dead], device=str(model.device),
+                                                temperature=model.trusted.temperature,
+                                                ood_reference=model.trusted.scorer is not None,
+                                                ood_exclude=ood_exclude))
     if summary.n_ok == 0:
         raise PredictError(f"none of the {len(paths)} image(s) under {input} could be processed (see "
                            f"{summary.files.get('failed', 'failed.csv')}); first error: {summary.failures[0]['reason']}")
@@ -147,13 +164,17 @@ def _inputs(input: str | os.PathLike) -> tuple[Path, list[Path], list[str]]:  # 
 def _load(checkpoint, device: str, precision: str, batch_size: int,
           positive_class: str | None) -> tuple[_Model, dict[str, Any]]:
     """The checkpoint's model on its device, and its predict metadata (classes, preprocess, trust blocks)."""
+    from stainfree.inference.trust_columns import TrustedClassifier
+
     dev = resolve_device(device)
     net, meta = load_model(checkpoint, dev)
     amp_dtype = autocast_dtype(precision, dev)
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     class_names = [str(c) for c in meta["class_names"]]
-    return _Model(net, dev, amp_dtype, batch_size, class_names, dead_class_index(class_names, positive_class)), meta
+    trusted = TrustedClassifier(net, meta, dev, batch_size, amp_dtype)
+    return _Model(net, dev, amp_dtype, batch_size, class_names, dead_class_index(class_names, positive_class),
+                  trusted), meta
 
 
 def _predict_item(item: dict[str, Any], model: _Model, log: ResultsLog, overlay_dir: Path,
@@ -165,12 +186,12 @@ def _predict_item(item: dict[str, Any], model: _Model, log: ResultsLog, overlay_
         return
     tiles: Tiles = item["tiles"]
     try:
-        probs = np.full((len(tiles.empty), len(model.class_names)), np.nan, np.float32)
-        keep = ~tiles.empty
-        if keep.any():
-            probs[keep] = classify(model.net, tiles.patches[keep], model.device, model.batch_size, model.amp_dtype)
-        table = patch_table(name, tiles, probs, model.class_names, model.prob_cols)
-        row = image_row(name, tiles, probs, model.dead)
+        result = model.trusted(tiles)  # calibrated probs, raw logits, OOD columns (one backbone pass)
+        probs = result.probs
+        table = patch_table(name, tiles, probs, model.class_names, model.prob_cols).assign(**result.patch_columns)
+        row = {**image_row(name, tiles, probs, model.dead), **result.image_columns}
+        if model.counter is not None:  # a cell-trained model: count cells, not windows
+            row = _with_cells(row, model.counter(tiles))
     except Exception as exc:  # noqa: BLE001 - one image's failure is recorded, the run goes on
         log.append_failure(name, failure_reason(Path(name), exc))
         return
@@ -185,17 +206,21 @@ def _predict_item(item: dict[str, Any], model: _Model, log: ResultsLog, overlay_
 def _save_overlay(file: Path, tiles: Tiles, probs: np.ndarray, row: dict[str, Any], model: _Model,
                   replace: bool) -> None:
     """overlays/<image>_heatmap.png; a resumed run replaces the one a kill left for an unlogged image."""
-    from stainfree.inference.overlay import add_legend, heatmap_overlay, save_overlay
+    from stainfree.inference.overlay import add_legend, heatmap_overlay, mark_ood, save_overlay
 
     dead = model.class_names[model.dead]
     overlay = heatmap_overlay(tiles.frame8, tiles.boxes, probs[:, model.dead], tiles.empty)
     caption = (f"{row['image']}: {row['n_dead']}/{row['n_patches'] - row['n_empty']} patches {dead} "
                f"({row['n_empty']} empty)")
+    if row.get("ood_flag"):
+        overlay = mark_ood(overlay)
+        caption += " - OOD, see images.csv"
     save_overlay(file if replace else unique_path(file), add_legend(overlay, caption, dead_label=dead))
 
 
 def _write_results(log: ResultsLog, names: list[str], summary: PredictSummary, plate: pd.DataFrame | None,
-                   plate_map: str | os.PathLike | None, n_boot: int, seed: int, overlays: bool) -> None:
+                   plate_map: str | os.PathLike | None, n_boot: int, seed: int, overlays: bool,
+                   ood_exclude: bool) -> None:
     """The final tables, from the complete log (so a resumed run writes what an uninterrupted one would)."""
     images, patches, failed = log.tables()
     failed = failed[failed["image"].isin(names)]
@@ -217,11 +242,48 @@ def _write_results(log: ResultsLog, names: list[str], summary: PredictSummary, p
     summary.files["images"] = write_csv(out_dir / "images.csv", images.drop(columns=list(INTERNAL_COLUMNS)))
     if overlays:
         summary.files["overlays"] = str(out_dir / "overlays")
+    summary.ood_line = ood_summary_line(images) or ""
     if plate is not None:
         from stainfree.inference.plate_report import plate_report
 
         summary.files.update(plate_report(plate, images, out_dir, plate_map, summary.warnings,
-                                          n_boot=n_boot, seed=seed))
+                                          n_boot=n_boot, seed=seed, exclude_ood=ood_exclude))
+
+
+def _cell_counter(mode: str, config: dict, spec: Any, trusted: Any, dead: int) -> Any:
+    """The per-image cell counter (inference/cell_fraction) when ``cell_fraction`` asks for it:
+    ``auto`` = the checkpoint was trained on single cells (VOC/COCO/points boxes)."""
+    from stainfree.inference.cell_fraction import CellCounter, trained_on_cells
+
+    mode = str(mode).lower()
+    if mode not in ("auto", "true", "false"):
+        raise PredictError(f"cell_fraction={mode}: use auto, true or false")
+    on_cells = trained_on_cells(config, spec)
+    if mode == "true" and spec.source_scale is None:
+        raise PredictError("cell_fraction=true needs a checkpoint that records its training cell scale "
+                           "(source_scale); this one does not")
+    return CellCounter(spec, trusted, dead) if mode == "true" or (mode == "auto" and on_cells) else None
+
+
+def _with_cells(row: dict[str, Any], cells: dict[str, Any]) -> dict[str, Any]:
+    """The image row with the cell counts; the window-based fraction stays as window_dead_fraction."""
+    out = dict(row, window_dead_fraction=row["dead_fraction"])
+    out.update(cells)
+    return out
+
+
+def _read_regions(regions: str | os.PathLike | None, root: Path, preprocess: dict | None,
+                  point_size: float | None) -> pd.DataFrame | None:
+    """The ``regions=`` annotation as a sample table (None without one); read before any inference."""
+    if not regions:
+        return None
+    from stainfree.data.spec import PreprocessSpec
+    from stainfree.inference.regions import read_regions
+
+    if not preprocess:
+        raise PredictError(f"regions={regions}: the checkpoint stores no preprocess settings, so its cell cut is "
+                           "unknown; retrain with the current train.py")
+    return read_regions(regions, root, PreprocessSpec.from_dict(preprocess), point_size)
 
 
 @task_main("predict")
@@ -244,6 +306,10 @@ def main(cfg: DictConfig) -> None:
         seed=int(cfg.seed),
         progress=bool(cfg.progress),
         resume=bool(cfg.get("resume", False)),
+        ood_exclude=bool(cfg.get("ood_exclude", True)),
+        regions=cfg.get("regions"),
+        region_point_size=cfg.get("region_point_size"),
+        cell_fraction=str(cfg.get("cell_fraction", "auto")),
     )
     print(summary.report())
 

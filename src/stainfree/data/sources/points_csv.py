@@ -55,12 +55,13 @@ COORD_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("point", ("centroid_x", "centroid_y")), ("point", ("position_x", "position_y")),
 )
 BOX_FORMATS = ("corners", "xywh")
+UNLABELLED = "__stainfree_no_label__"  # the label column added when labels_required=False and none exists
 
 
 def read_points_csv(csv: str, images: str | None = None, image_column: str | None = None,
                     label_column: str | None = None, coord_columns: Sequence[str] | None = None,
                     box_format: str = "corners", point_size: float | None = None, one_based: bool = False,
-                    class_map: dict | None = None) -> pd.DataFrame:
+                    class_map: dict | None = None, labels_required: bool = True) -> pd.DataFrame:
     """Read one CSV of cells into the sample table (region_kind ``point`` or ``box``).
 
     Options:
@@ -75,10 +76,15 @@ def read_points_csv(csv: str, images: str | None = None, image_column: str | Non
                      diameter plus context); required for points.
       one_based      true when positions count from 1 (ImageJ pixel indices, spreadsheets).
       class_map      ``{label in the CSV: class name}`` (null = labels used as written).
+      labels_required false when the cells are to be classified (predict's ``regions=``): a file
+                     without a label column then gives label '' for every cell.
     """
     path = require_file(csv, "csv", "CSV of cells")
     table = _read(path)
     img_root = require_folder(images, "images", "folder that holds the images") if images else path.parent
+    if not labels_required and label_column is None and _find(table, LABEL_COLUMNS) is None:
+        table = table.assign(**{UNLABELLED: ""})
+        label_column = UNLABELLED
     image_col, label_col, kind, coord_cols = _columns(table, image_column, label_column, coord_columns,
                                                       box_format, path)
     if kind == "point" and (point_size is None or float(point_size) <= 0):
@@ -88,8 +94,9 @@ def read_points_csv(csv: str, images: str | None = None, image_column: str | Non
     coords = _numbers(table, coord_cols, path) - (1.0 if one_based else 0.0) * _position_mask(kind)
     labels = table[label_col].str.strip()
     images_named = table[image_col].str.strip()
-    empty = np.isnan(coords).all(axis=1) & (labels == "")
-    _check_rows(table, coords, labels, images_named, empty, path)
+    empty = np.isnan(coords).all(axis=1) & ((labels == "") | (label_col == UNLABELLED))
+    shown = labels if label_col != UNLABELLED else pd.Series(np.where(empty, "", "?"), index=labels.index)
+    _check_rows(table, coords, shown, images_named, empty, path)
     names = map_class_names(labels[~empty], normalise_class_map(class_map), SOURCE, str(path))
     finder = ImageFinder(img_root, "data.images")
     files = _resolve(images_named.unique(), finder, path)
@@ -159,6 +166,14 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
 
 
+def _find(table: pd.DataFrame, known: Sequence[str]) -> str | None:
+    """The first column of ``known`` present (compared by ``_norm``), or None."""
+    by_norm = {}
+    for col in table.columns:
+        by_norm.setdefault(_norm(col), col)
+    return next((by_norm[k] for k in known if k in by_norm), None)
+
+
 def _pick(table: pd.DataFrame, given: str | None, known: Sequence[str], option: str, what: str,
           path: Path) -> str:
     """The column ``given`` names, else the first of ``known`` present (compared by ``_norm``)."""
@@ -170,7 +185,7 @@ def _pick(table: pd.DataFrame, given: str | None, known: Sequence[str], option: 
         if col is None:
             raise SourceError(f"{path}: data.{option}='{given}' is not a column; columns: {list(table.columns)}")
         return col
-    col = next((by_norm[k] for k in known if k in by_norm), None)
+    col = _find(table, known)
     if col is None:
         raise SourceError(f"{path}: no column holding {what} found among {list(table.columns)}; set "
                           f"data.{option}=<column name>")
