@@ -189,3 +189,39 @@ def test_lightning_calls_the_hook_in_training_and_not_in_validation(root: Path, 
     val = d.val_dataloader().dataset
     first_val = model.seen["val"][0][:, 0].numpy()
     assert all(np.array_equal(img, val.image(i)) for i, img in enumerate(first_val))
+
+
+# ----------------------------------------------------------------------------- compile x checkpoints
+def _fit_and_save(model: pl.LightningModule, d: JimtDataModule, path: Path) -> Path:
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1,
+                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=path.parent)
+    trainer.fit(model, datamodule=d)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.slow  # torch.compile builds C++ kernels on the CPU: tens of seconds
+def test_compiled_and_plain_checkpoints_load_into_each_other(root: Path, tmp_path: Path, compose_cfg) -> None:
+    import hydra
+
+    from stainfree.models.classifier import LiveDeadClassifier
+
+    d = _dm(root, augment_on="gpu")
+    probe = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
+    for compiled in (True, False):
+        cfg = compose_cfg(["experiment=demo", "model.input_size=32", f"model.compile={compiled}"])
+        model: LiveDeadClassifier = hydra.utils.instantiate(cfg.model)
+        path = _fit_and_save(model, d, tmp_path / f"compiled_{compiled}.ckpt")
+        assert (model._features_fn != model.net.forward_features) == compiled
+        model.eval()
+        with torch.no_grad():
+            expected = model(probe)
+        plain = LiveDeadClassifier.from_checkpoint(path)  # inference: never compiled
+        assert plain._features_fn == plain.net.forward_features
+        other = LiveDeadClassifier.load_from_checkpoint(path, map_location="cpu", compile=not compiled)
+        other.setup("fit")  # compiles when asked, after the weights are in
+        other.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(plain(probe), expected, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(other(probe), expected, rtol=1e-4, atol=1e-4)
