@@ -49,13 +49,13 @@ def _data_overrides(manifest: Path) -> list[str]:
 
 
 def test_experiments_are_opt_in(compose_cfg) -> None:
-    """No experiment: the model's and data's own settings (the demo's 64 px / lr 2e-3 only on request)."""
+    """No experiment: the model's and data's own settings (the demo's 48 px / lr 2e-3 only on request)."""
     cfg = compose_cfg(["model=resnet50", "trainer=cpu"])
     assert cfg.get("experiment_name") is None
     assert cfg.model.input_size == 224 and cfg.model.optimizer.lr == pytest.approx(1e-5)
     assert cfg.model.scheduler is None and cfg.trainer.max_epochs == 30
     demo = compose_cfg(["experiment=demo"])
-    assert demo.experiment_name == "demo" and demo.model.input_size == 64 and demo.trainer.max_epochs == 12
+    assert demo.experiment_name == "demo" and demo.model.input_size == 48 and demo.trainer.max_epochs == 8
 
 
 def test_run_summary_shows_the_interval_and_test_size(compose_cfg, tmp_path: Path, monkeypatch) -> None:

@@ -31,6 +31,7 @@ from stainfree.data.samplers import (
 from stainfree.data.samples import HINTS, SPLITS, SampleTableError, validate_samples
 from stainfree.data.spec import EightBit, Layout, PreprocessSpec, Region
 from stainfree.data.store import CropStore, Loader, build_store
+from stainfree.data.transforms import BatchDihedralAugment
 from stainfree.utils import runtime
 from stainfree.utils.atomic import atomic_path, unique_path
 from stainfree.utils.errors import UserError
@@ -39,8 +40,9 @@ STAGE_SPLIT = {"fit": "train", "train": "train", "validate": "val", "val": "val"
 BACKGROUND_PERCENTILE = 2.0  # windows whose 8-bit std is below this percentile of the training crops' are background
 COMMON_KEYS = ("input_size", "num_classes", "classes", "positive_class", "channel", "to_8bit", "stretch_8bit",
                "region", "split", "duplicates", "verify", "batch_size", "eval_batch_size", "num_workers",
-               "pin_memory", "persistent_workers", "augment", "weighted_sampler", "samples_per_epoch", "seed",
+               "pin_memory", "persistent_workers", "augment", "augment_on", "weighted_sampler", "samples_per_epoch", "seed",
                "cache_dir", "report_dir")
+AUGMENT_PLACES = ("cpu", "gpu", "auto")
 
 
 def plain(value: Any) -> Any:
@@ -77,8 +79,9 @@ class SampleDataModule(pl.LightningDataModule):
                  channel: str | int = "mean", to_8bit: dict | None = None, stretch_8bit: bool = False,
                  region: dict | None = None, split: dict | None = None, duplicates: dict | None = None,
                  verify: str = "none", batch_size: int = 32, eval_batch_size: int | None = None,
-                 num_workers: int | None = None, pin_memory: bool = False, persistent_workers: bool | None = None,
-                 augment: bool = True, weighted_sampler: bool = True, samples_per_epoch: int | None = None,
+                 num_workers: int | None = None, pin_memory: bool | None = None,
+                 persistent_workers: bool | None = None, augment: bool = True, augment_on: str = "cpu",
+                 weighted_sampler: bool = True, samples_per_epoch: int | None = None,
                  seed: int = 0, cache_dir: str | os.PathLike = "data/cache/samples",
                  report_dir: str | os.PathLike | None = None, **source_options: Any) -> None:
         given = {k: plain(v) for k, v in locals().items() if k in COMMON_KEYS}
@@ -101,10 +104,13 @@ class SampleDataModule(pl.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size or batch_size)
         # None: the runtime rule (stainfree.utils.runtime); train/eval pass the value they chose
         self.num_workers = runtime.default_workers() if num_workers is None else int(num_workers)
-        self.pin_memory = bool(pin_memory)
+        self.pin_memory = None if pin_memory is None else bool(pin_memory)  # None: follow the accelerator
         self.persistent_workers = (self.num_workers > 0 if persistent_workers is None
                                    else bool(persistent_workers) and self.num_workers > 0)
         self.augment = bool(augment)
+        if augment_on not in AUGMENT_PLACES:
+            raise UserError(f"data.augment_on={augment_on!r} is not supported; use one of {list(AUGMENT_PLACES)}")
+        self.augment_on = str(augment_on)
         self.weighted_sampler = bool(weighted_sampler)
         self.samples_per_epoch = None if samples_per_epoch is None else int(samples_per_epoch)
         self.seed = int(seed)
@@ -124,6 +130,8 @@ class SampleDataModule(pl.LightningDataModule):
         self._datasets: dict[str, CropDataset] = {}
         self._epoch = 0
         self._train_sampler: EpochWeightedRandomSampler | EpochRandomSampler | None = None
+        self._batch_augment: BatchDihedralAugment | None = None  # set when the train loader's batches are raw
+        self._batch_count = (-1, 0)  # (epoch, batches augmented in it): seeds the device draw
 
     # ------------------------------------------------------------------ hooks for adapters
     def ensure_data(self) -> None:
@@ -169,6 +177,11 @@ class SampleDataModule(pl.LightningDataModule):
     def make_augment(self) -> Augment | None:
         """Training augmentation (random 90-degree turns + flips); None when ``augment`` is off."""
         return _dihedral_augment() if self.augment else None
+
+    def make_batch_augment(self) -> BatchDihedralAugment:
+        """The device-side twin of ``make_augment`` (``augment_on=gpu``); subclasses whose CPU
+        augmentation does more than the 8 symmetries refuse it with a UserError."""
+        return BatchDihedralAugment(self.seed)
 
     def finish_spec(self, samples: pd.DataFrame, store: CropStore) -> PreprocessSpec:
         """The full spec: pixel parts + layout, source scale and background filter for predict."""
@@ -280,6 +293,8 @@ class SampleDataModule(pl.LightningDataModule):
         splits.check_every_class(samples, self.class_names, self.required_splits(), self.missing_class_hint)
         self._samples = samples
         self._spec = self.finish_spec(samples, store)
+        if self.augment and self.augment_on == "gpu":
+            self.make_batch_augment()  # refuses settings it cannot move, before training starts
         augment = self.make_augment()
         for name in SPLITS:
             part = samples[samples["split"] == name]
@@ -352,8 +367,21 @@ class SampleDataModule(pl.LightningDataModule):
             raise SampleTableError(f"the {split} split is empty; see the split report above")
         return ds
 
+    def _device_type(self) -> str:
+        """The training device's type ('cpu', 'cuda', ...); 'cpu' outside a trainer."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device.type if trainer is not None else "cpu"
+
+    def augments_on_device(self) -> bool:
+        """True when training batches are augmented after the host->device copy (``data.augment_on``)."""
+        if not self.augment or self.augment_on == "cpu":
+            return False
+        return self.augment_on == "gpu" or self._device_type() == "cuda"
+
     def _loader(self, ds: CropDataset, batch_size: int, **kw: Any) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
+        # page-locked batches copy to a GPU asynchronously; on the CPU they only cost memory
+        pin = self._device_type() == "cuda" if self.pin_memory is None else self.pin_memory
+        return DataLoader(ds, batch_size=batch_size, num_workers=self.num_workers, pin_memory=pin,
                           persistent_workers=self.persistent_workers, worker_init_fn=runtime.worker_init, **kw)
 
     def train_dataloader(self) -> DataLoader:
@@ -368,8 +396,22 @@ class SampleDataModule(pl.LightningDataModule):
             sampler = EpochRandomSampler(ds, num_samples=self.samples_per_epoch, seed=self.seed, **shard)
         self._train_sampler = sampler
         self.set_epoch(trainer.current_epoch if trainer is not None else self._epoch)
+        self._batch_augment = self.make_batch_augment() if self.augments_on_device() else None
+        if self._batch_augment is not None:  # the workers only slice raw uint8 patches
+            ds = CropDataset(ds.array_path, ds.rows, ds.targets, None, ds.seed)
         return self._loader(ds, self.batch_size, sampler=sampler,
                             drop_last=drop_lone_last_batch(len(sampler), self.batch_size))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``augment_on=gpu``: the 8 symmetries on the training batch, on its device (Lightning hook)."""
+        trainer = getattr(self, "trainer", None)
+        if self._batch_augment is None or trainer is None or not trainer.training:
+            return batch
+        epoch, seen = self._batch_count
+        seen = seen if epoch == trainer.current_epoch else 0
+        self._batch_count = (trainer.current_epoch, seen + 1)
+        image = self._batch_augment(batch["image"], trainer.current_epoch, seen, trainer.global_rank)
+        return {**batch, "image": image}
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("val"), self.eval_batch_size, shuffle=False)

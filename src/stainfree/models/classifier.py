@@ -172,7 +172,7 @@ class LiveDeadClassifier(pl.LightningModule):
             self.run_metadata["preprocess"] = datamodule.preprocess_config()
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        if self.hparams.compile and stage == "fit" and self._features_fn is self.net.forward_features:
+        if self.hparams.compile and stage == "fit" and self._features_fn == self.net.forward_features:
             # Compile the feature extractor only: the state_dict keys stay those of self.net,
             # so checkpoints load with or without compile.
             self._features_fn = torch.compile(self.net.forward_features)

@@ -27,6 +27,7 @@ from stainfree.data.dataset import Augment
 from stainfree.data.module import SampleDataModule, plain
 from stainfree.data.samples import HINTS
 from stainfree.data.sources.celldeath import read_celldeath
+from stainfree.data.transforms import BatchDihedralAugment
 from stainfree.utils.errors import UserError
 
 TABLE_COLUMNS = ["path", "image_id", "tile", "tile_row", "tile_col", "cell_line", "treatment", "treatment_token",
@@ -54,8 +55,8 @@ class CellDeathDataModule(SampleDataModule):
                  within_replicate: str | None = None, val_fraction: float = 0.3, test_fraction: float = 0.2,
                  split_seed: int = 0, naming: dict | None = None, on_unlabelled: str = "error",
                  batch_size: int = 16, eval_batch_size: int | None = None, num_workers: int = 0,
-                 pin_memory: bool = False, weighted_sampler: bool = False, augment: bool = True,
-                 augment_params: dict | None = None, cache_dir: str | os.PathLike | None = None,
+                 pin_memory: bool | None = None, weighted_sampler: bool = False, augment: bool = True,
+                 augment_on: str = "cpu", augment_params: dict | None = None, cache_dir: str | os.PathLike | None = None,
                  report_dir: str | os.PathLike | None = None, synthetic: dict | None = None, seed: int = 0,
                  duplicates: dict | None = None, verify: str = "none") -> None:
         if task not in catalog.TASKS:
@@ -69,7 +70,8 @@ class CellDeathDataModule(SampleDataModule):
         super().__init__(input_size=input_size, num_classes=num_classes, positive_class=None,
                          stretch_8bit=stretch_8bit, region={"shape": resize}, duplicates=duplicates, verify=verify,
                          batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-                         pin_memory=pin_memory, augment=augment, weighted_sampler=weighted_sampler, seed=seed,
+                         pin_memory=pin_memory, augment=augment, augment_on=augment_on,
+                         weighted_sampler=weighted_sampler, seed=seed,
                          cache_dir=cache_dir if cache_dir else _scratch_dir(), report_dir=report_dir)
         self.root = Path(root)
         self.task = task
@@ -141,6 +143,15 @@ class CellDeathDataModule(SampleDataModule):
 
     def make_augment(self) -> Augment | None:
         return TLMAugment(**self.augment_params) if self.augment else None
+
+    def make_batch_augment(self) -> BatchDihedralAugment:
+        """Only the 8 symmetries move to the device: the rotate/zoom/lighting parts stay CPU-only."""
+        cpu_only = TLMAugment(**self.augment_params).cpu_only_parts()
+        if cpu_only:
+            raise UserError(f"data.augment_on=gpu moves only the flips/90-degree turns, but data.augment_params "
+                            f"also asks for {', '.join(cpu_only)}; set data.augment_on=cpu, or "
+                            "data.augment_params.p_affine=0 and data.augment_params.p_lighting=0")
+        return super().make_batch_augment()
 
     @rank_zero_only
     def report(self, samples: pd.DataFrame) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stainfree.data.dihedral import N_SYMMETRIES, dihedral_image
+
 
 @dataclass(frozen=True)
 class TLMAugment:
@@ -23,14 +25,20 @@ class TLMAugment:
     max_lighting: float = 0.1
     p_lighting: float = 0.75
 
+    def cpu_only_parts(self) -> list[str]:
+        """The parts beyond the 8 symmetries that this setting can fire (they have no device version)."""
+        parts = []
+        if (self.max_rotate > 0 or self.max_zoom > 1) and self.p_affine > 0:
+            parts.append(f"rotate/zoom (max_rotate={self.max_rotate}, max_zoom={self.max_zoom}, p_affine={self.p_affine})")
+        if self.max_lighting > 0 and self.p_lighting > 0:
+            parts.append(f"lighting (max_lighting={self.max_lighting}, p_lighting={self.p_lighting})")
+        return parts
+
     def __call__(self, tile: np.ndarray, rng: np.random.Generator | int) -> np.ndarray:
         """Augment one square uint8 tile; ``rng`` may be a seed (the same seed, the same result)."""
         if not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(int(rng))
-        k = int(rng.integers(8))
-        out = np.rot90(tile, k % 4)
-        if k >= 4:
-            out = out[:, ::-1]
+        out = dihedral_image(tile, int(rng.integers(N_SYMMETRIES)))
         if (self.max_rotate > 0 or self.max_zoom > 1) and rng.random() < self.p_affine:
             angle = float(rng.uniform(-self.max_rotate, self.max_rotate))
             scale = float(rng.uniform(1.0, self.max_zoom))

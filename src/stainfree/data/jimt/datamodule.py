@@ -34,8 +34,8 @@ class JimtDataModule(SampleDataModule):
                  synthetic: dict | None = None, bf_to8bit: dict | None = None, window: int = 224,
                  stride: int = 224, empty_filter: dict | None = None, labels: dict | None = None,
                  split: dict | None = None, input_size: int = 224, batch_size: int = 4, num_workers: int = 0,
-                 pin_memory: bool = False, persistent_workers: bool = False, augment: bool = True,
-                 weighted_sampler: bool = True, samples_per_epoch: int | None = None, seed: int = 0,
+                 pin_memory: bool | None = None, persistent_workers: bool = False, augment: bool = True,
+                 augment_on: str = "cpu", weighted_sampler: bool = True, samples_per_epoch: int | None = None, seed: int = 0,
                  num_classes: int = 2, duplicates: dict | None = None, verify: str = "none",
                  report_dir: str | Path | None = None) -> None:
         if int(num_classes) != len(CLASS_NAMES):
@@ -48,7 +48,8 @@ class JimtDataModule(SampleDataModule):
                          positive_class="dead", to_8bit=self.prep_cfg["bf_to8bit"], stretch_8bit=True,
                          split=split_cfg, duplicates=duplicates, verify=verify, batch_size=batch_size,
                          num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
-                         augment=augment, weighted_sampler=weighted_sampler, samples_per_epoch=samples_per_epoch,
+                         augment=augment, augment_on=augment_on, weighted_sampler=weighted_sampler,
+                         samples_per_epoch=samples_per_epoch,
                          seed=seed, cache_dir=cache_dir, report_dir=report_dir)
         self.manifest = Path(manifest)
         self.dataset = str(dataset)
