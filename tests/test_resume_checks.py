@@ -124,9 +124,11 @@ def test_fingerprint_ignores_what_may_change_on_resume(stored):
 
 def test_one_cycle_refuses_a_larger_epoch_budget_on_resume(tmp_path, stored, cli):
     more = OmegaConf.to_container(OmegaConf.create(stored))
-    more["trainer"]["max_epochs"] = stored["trainer"]["max_epochs"] + 5
-    with pytest.raises(ValueError, match=r"trainer.max_epochs=17: the one-cycle lr schedule .* laid out for "
-                                         r"trainer.max_epochs=12 .* resume with trainer.max_epochs=12 or less"):
+    planned = stored["trainer"]["max_epochs"]
+    more["trainer"]["max_epochs"] = planned + 5
+    with pytest.raises(ValueError, match=rf"trainer.max_epochs={planned + 5}: the one-cycle lr schedule .* laid out "
+                                         rf"for trainer.max_epochs={planned} .* resume with trainer.max_epochs={planned} "
+                                         "or less"):
         check_schedule_budget(stored, more, "last.ckpt")
     fewer = dict(more, trainer=dict(more["trainer"], max_epochs=3))
     check_schedule_budget(stored, fewer, "last.ckpt")  # ends the schedule early: allowed
