@@ -1,9 +1,11 @@
-"""Each importer route trains (fast_dev_run) with experiment=cells_from_boxes on the synthetic annotated set.
+"""Each importer route trains (fast_dev_run) with experiment=cells_from_boxes on the synthetic annotated set, then predicts.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from stainfree.data.jimt.synthetic import generate_dataset
@@ -21,7 +23,7 @@ def annotated(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("route", ["voc", "coco", "points_csv", "folders"])
-def test_each_route_trains_with_classes_from_the_class_map(route, annotated, compose_cfg) -> None:
+def test_each_route_trains_and_predicts_with_classes_from_the_class_map(route, annotated, compose_cfg, tmp_path) -> None:
     from stainfree.tasks.train import train
 
     source = {"voc": ["data.annotations={a}/voc"], "coco": ["data=coco", "data.annotations={a}/coco.json"],
@@ -34,3 +36,16 @@ def test_each_route_trains_with_classes_from_the_class_map(route, annotated, com
     metrics, objects = train(cfg)
     assert 0.0 <= metrics["test/bal_acc"] <= 1.0
     assert objects["datamodule"].class_names == ["live", "dead"]
+    # ... and the route's checkpoint predicts whole frames (issue 9: each route trains AND predicts)
+    from stainfree.tasks.predict import predict
+
+    ckpt = tmp_path / f"{route}.ckpt"
+    objects["trainer"].save_checkpoint(ckpt)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for image in sorted((annotated / "images").iterdir())[:2]:
+        shutil.copy(image, frames / image.name)
+    summary = predict(ckpt, frames, tmp_path / "pred", device="cpu", progress=False, overlays=False)
+    images = pd.read_csv(summary.files["images"])
+    assert summary.n_ok == 2 and {"p(live)", "p(dead)"} <= set(pd.read_csv(summary.files["patches"]).columns)
+    assert images["dead_fraction"].between(0, 1).all()
