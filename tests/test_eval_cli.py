@@ -78,7 +78,8 @@ def test_eval_with_matching_experiment(trained, compose_cfg):
 def test_eval_refuses_checkpoint_of_another_config(trained, compose_cfg):
     _, logged = trained
     cfg = _eval_cfg(compose_cfg, [f"ckpt_path={logged['best_ckpt']}", "experiment=demo", "model=squeezenet"])
-    with pytest.raises(CheckpointMismatchError, match=r"backbone: checkpoint resnet10t, config squeezenet \(add model=resnet10t\)"):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"backbone: checkpoint resnet10t, config squeezenet \(add model=resnet10t\)"):
         evaluate(cfg)
     cfg = _eval_cfg(compose_cfg, [f"ckpt_path={logged['best_ckpt']}", "experiment=demo"])  # the demo is 48 px
     with pytest.raises(CheckpointMismatchError, match=r"input size: checkpoint 32, config \d+ \(add model.input_size=32\)"):
