@@ -18,19 +18,23 @@ class ImageReadError(UserError):
     """An image file could not be read; the message names the file and what to do."""
 
 
+def _checked_path(path: str | os.PathLike, named_by: str) -> Path:
+    """``path`` as a Path when it is an existing file of a supported type; else one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file; check the path or {named_by}")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageReadError(f"{path}: unsupported image type '{path.suffix}'; convert it to PNG, JPG or TIFF")
+    return path
+
+
 def read_image(path: str | os.PathLike, grey: bool = True) -> np.ndarray:
     """Read ``path`` keeping its bit depth (uint8 or uint16); RGB(A) is averaged to grey if ``grey``.
 
     Transmitted-light images are often saved as RGB with identical channels; averaging keeps
     the information either way.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file; check the path or the manifest that lists it")
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ImageReadError(
-            f"{path}: unsupported image type '{path.suffix}'; convert it to PNG, JPG or TIFF"
-        )
+    path = _checked_path(path, "the manifest that lists it")
     if path.suffix.lower() in (".tif", ".tiff"):
         _check_single_plane(path)
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -139,13 +143,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     Pillow reads PNG/JPG/TIFF headers without decoding pixels; TIFFs it cannot parse go through
     tifffile's page tags, and anything else is decoded once with ``read_image`` (same errors).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file; check the path or the annotation that names it")
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ImageReadError(
-            f"{path}: unsupported image type '{path.suffix}'; convert it to PNG, JPG or TIFF"
-        )
+    path = _checked_path(path, "the annotation that names it")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # huge stitched fields trip Pillow's bomb warning
