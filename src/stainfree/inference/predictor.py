@@ -169,22 +169,6 @@ def image_names(root: Path, paths: list[Path]) -> list[str]:
     return [p.relative_to(root).as_posix() for p in paths]
 
 
-def classify(model: torch.nn.Module, patches: np.ndarray, device: torch.device, batch_size: int,
-             amp_dtype: torch.dtype | None) -> np.ndarray:
-    """Softmax probabilities [N, C] for uint8 patches [N, S, S], in batches."""
-    out = []
-    pin = device.type == "cuda"
-    for start in range(0, len(patches), batch_size):
-        chunk = torch.from_numpy(patches[start:start + batch_size]).unsqueeze(1)
-        if pin:
-            chunk = chunk.pin_memory()
-        chunk = chunk.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(chunk)
-        out.append(logits.float().softmax(dim=1).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
 def iter_frames(dataset: FrameDataset, num_workers: int) -> Iterator[dict[str, Any]]:
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                         collate_fn=lambda item: item, prefetch_factor=2 if num_workers else None,

@@ -10,7 +10,7 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,21 +52,20 @@ def absolute(path: str | os.PathLike) -> Path:
 
 def require_folder(value: Any, option: str, what: str) -> Path:
     """The folder an option names, or a one-line error saying how to set it."""
-    if value is None or str(value).strip() == "":
-        raise SourceError(f"data.{option} is not set; pass data.{option}=<{what}>")
-    folder = absolute(value)
-    if not folder.is_dir():
-        raise SourceError(f"data.{option}={value}: folder not found; point it at the {what}")
-    return folder
+    return _required_path(value, option, what, "folder", Path.is_dir)
 
 
 def require_file(value: Any, option: str, what: str) -> Path:
     """The file an option names, or a one-line error saying how to set it."""
+    return _required_path(value, option, what, "file", Path.is_file)
+
+
+def _required_path(value: Any, option: str, what: str, kind: str, exists: Callable[[Path], bool]) -> Path:
     if value is None or str(value).strip() == "":
         raise SourceError(f"data.{option} is not set; pass data.{option}=<{what}>")
     path = absolute(value)
-    if not path.is_file():
-        raise SourceError(f"data.{option}={value}: file not found; point it at the {what}")
+    if not exists(path):
+        raise SourceError(f"data.{option}={value}: {kind} not found; point it at the {what}")
     return path
 
 
